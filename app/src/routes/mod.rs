@@ -1,0 +1,33 @@
+//! The API routes. Handlers hold no logging, metrics or timing code: layers do that.
+
+mod health;
+mod info;
+
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+
+use crate::error::ApiError;
+use crate::shutdown::Readiness;
+use crate::system_info::InfoSnapshot;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub readiness: Readiness,
+    /// `None` when `info.enabled` is false: the route is then not mounted at all (404).
+    pub info: Option<InfoSnapshot>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut api = Router::new()
+        .route("/api/v1/health", get(health::health))
+        .route("/api/v1/ready", get(health::ready));
+    if let Some(snapshot) = state.info.clone() {
+        api = api.route("/api/v1/info", get(info::info).with_state(snapshot));
+    }
+    api.fallback(not_found).with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}

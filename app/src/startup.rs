@@ -1,0 +1,281 @@
+//! Start-up: bind the listeners, assemble the router and its layers, serve until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::MatchedPath;
+use http::HeaderName;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{Level, Span};
+
+use crate::error::{json_error_bodies, panic_response};
+use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED};
+use crate::routes::{self, AppState};
+use crate::settings::{CorsSettings, ServerSettings, Settings};
+use crate::shutdown::Readiness;
+use crate::system_info::InfoSnapshot;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API: routes plus layers. A request meets them outermost first: request id, trace,
+/// metrics, catch-panic, JSON error bodies, CORS, body limit, timeout, then the handler.
+/// `metrics` is `None` only for benchmarks that measure the metrics layer's cost.
+pub fn app(
+    state: AppState,
+    server: &ServerSettings,
+    cors: &CorsSettings,
+    metrics: Option<HttpMetricLayer>,
+) -> Router {
+    // Innermost first: these see the handler's response before the metrics layer records it.
+    let inner = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::map_response(json_error_bodies))
+        .option_layer(cors_layer(cors))
+        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            server.request_timeout,
+        ));
+    let mut router = routes::router(state).layer(inner);
+    if let Some(metrics) = metrics {
+        // Outside catch-panic, timeout and the error bodies: it counts their final status.
+        router = router.layer(metrics);
+    }
+    // Outermost: every request gets an id first, and its one log line spans everything else.
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_request(())
+                    .on_response(log_response)
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+    )
+}
+
+fn request_span<B>(request: &http::Request<B>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        path = request.uri().path(),
+        request_id,
+    )
+}
+
+fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::event!(Level::ERROR, status, latency_ms, "request failed");
+    } else {
+        tracing::event!(Level::INFO, status, latency_ms, "request completed");
+    }
+}
+
+fn cors_layer(cors: &CorsSettings) -> Option<CorsLayer> {
+    let origins: Vec<_> = cors.origins().collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if cors.allows_any() {
+        AllowOrigin::any()
+    } else {
+        // Validated with the settings.
+        AllowOrigin::list(origins.iter().map(|o| o.parse().expect("valid origin")))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([http::Method::GET, http::Method::HEAD])
+            .expose_headers([REQUEST_ID]),
+    )
+}
+
+/// A bound, ready-to-run server: both listeners are open when `build` returns.
+pub struct Application {
+    api: TcpListener,
+    metrics: TcpListener,
+    router: Router,
+    metrics_router: Router,
+    readiness: Readiness,
+    settings: Settings,
+}
+
+impl Application {
+    /// Binds the listeners and builds everything; must run inside a tokio runtime.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let api_addr = SocketAddr::new(settings.server.host, settings.server.port);
+        let metrics_addr = SocketAddr::new(settings.metrics.host, settings.metrics.port);
+        let api = TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("cannot bind the API listener on {api_addr}"))?;
+        let metrics = TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("cannot bind the metrics listener on {metrics_addr}"))?;
+
+        let recorder = Metrics::install();
+        let readiness = Readiness::default();
+        let info = match settings.info.enabled {
+            true => Some(
+                InfoSnapshot::start(settings.info.refresh_interval)
+                    .context("cannot read system information")?,
+            ),
+            false => None,
+        };
+        let state = AppState {
+            readiness: readiness.clone(),
+            info,
+        };
+        let router = app(
+            state,
+            &settings.server,
+            &settings.cors,
+            Some(recorder.http_layer()),
+        );
+        Ok(Self {
+            api,
+            metrics,
+            router,
+            metrics_router: recorder.router(),
+            readiness,
+            settings,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then: readiness 503 at once, keep serving for the drain
+    /// delay, stop accepting, finish in-flight requests within the shutdown timeout.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        tracing::info!(
+            api = %self.api_addr(),
+            metrics = %self.metrics_addr(),
+            workers = tokio::runtime::Handle::current().metrics().num_workers(),
+            "listening"
+        );
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.settings.server.header_read_timeout)
+            .max_buf_size(self.settings.server.max_header_bytes);
+
+        let (stop_tx, stop_rx) = watch::channel(());
+        let limit = self.settings.shutdown.timeout;
+        let api = tokio::spawn(serve(
+            self.api,
+            self.router,
+            http.clone(),
+            stop_rx.clone(),
+            limit,
+        ));
+        let metrics = tokio::spawn(serve(
+            self.metrics,
+            self.metrics_router,
+            http,
+            stop_rx,
+            limit,
+        ));
+
+        shutdown.await;
+        self.readiness.set_draining();
+        let drain = self.settings.shutdown.drain_delay;
+        tracing::info!(
+            drain_delay_ms = drain.as_millis() as u64,
+            "draining: readiness is 503"
+        );
+        tokio::time::sleep(drain).await;
+        tracing::info!("closing listeners; finishing in-flight requests");
+        drop(stop_tx);
+
+        let (api, metrics) = tokio::join!(api, metrics);
+        let clean = api? && metrics?;
+        if clean {
+            tracing::info!("shutdown complete");
+        } else {
+            tracing::warn!(timeout_ms = limit.as_millis() as u64, "shutdown timed out");
+        }
+        Ok(())
+    }
+}
+
+/// Accepts connections until `stop` fires, then waits (at most `limit`) for open connections.
+/// Returns whether every connection finished in time.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    http: http1::Builder,
+    mut stop: watch::Receiver<()>,
+    limit: Duration,
+) -> bool {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // e.g. EMFILE: back off instead of spinning; the listener stays open.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = TowerToHyperService::new(router.clone());
+                let connection = http.serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection closed with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::time::timeout(limit, graceful.shutdown())
+        .await
+        .is_ok()
+}

@@ -1,0 +1,74 @@
+# shellcheck shell=bash
+# Shared helpers for the repository's scripts: logging and idempotent, pinned tool installs.
+# Source it; do not execute it. Every installer is a no-op when the tool is already there.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOOLS="${TOOLS:-$ROOT/.tools}"
+VENV="$TOOLS/venv"
+export PATH="$TOOLS/bin:$VENV/bin:$HOME/.cargo/bin:$PATH"
+mkdir -p "$TOOLS/bin"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# apt_install PKG...: Debian packages (their versions are fixed by the Debian release).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt: ${missing[*]}"
+  if [ ! -f "$TOOLS/.apt-updated" ]; then
+    as_root apt-get update -qq && touch "$TOOLS/.apt-updated"
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# pip_install NAME==VERSION...: PyPI packages, into the project's own virtualenv.
+pip_install() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  local missing=() spec
+  for spec in "$@"; do
+    "$VENV/bin/pip" show "${spec%%==*}" 2>/dev/null | grep -qx "Version: ${spec##*==}" || missing+=("$spec")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "pip: ${missing[*]}"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${missing[@]}"
+}
+
+# cargo_install CRATE VERSION [BIN]: a crates.io tool, built once into ~/.cargo/bin.
+cargo_install() {
+  local crate=$1 version=$2 bin=${3:-$1}
+  if command -v "$bin" >/dev/null && "$bin" --version 2>/dev/null | grep -qF "$version"; then
+    return 0
+  fi
+  log "cargo install $crate@$version"
+  cargo install --locked --quiet "$crate" --version "$version"
+}
+
+# backend_bin [PROFILE]: builds the backend (release by default) and prints the binary's path.
+backend_bin() {
+  local profile=${1:-release}
+  cargo build --quiet --locked -p backend --profile "$profile" >&2
+  local dir=$profile; [ "$profile" = dev ] && dir=debug
+  printf '%s\n' "${CARGO_TARGET_DIR:-$ROOT/target}/$dir/backend"
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_http URL [SECONDS]: polls until URL answers 2xx, or fails after SECONDS (default 10).
+wait_http() {
+  local url=$1 limit=${2:-10} i
+  for ((i = 0; i < limit * 10; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "no answer from $url within ${limit}s"
+}
