@@ -56,8 +56,9 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
+        let shutdown = shutdown::signal();
         let app = Application::build(settings).await?;
-        app.run_until(shutdown::signal()).await
+        app.run_until(shutdown).await
     })
 }
 

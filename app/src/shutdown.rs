@@ -1,5 +1,6 @@
 //! Shutdown: a signal flips readiness to 503 at once, then the server drains (see `startup`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,21 +24,25 @@ impl Readiness {
     }
 }
 
-/// Resolves on the first SIGTERM (orchestrators) or SIGINT (Ctrl-C).
-pub async fn signal() {
+/// Resolves on the first SIGTERM (orchestrators) or SIGINT (Ctrl-C). The handlers are installed
+/// when this is called, not when it is first polled, so call it before binding: a signal that
+/// arrives during start-up must start a graceful shutdown, not kill the process.
+pub fn signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutdown signal received");
+        async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "shutdown signal received");
+        }
     }
     #[cfg(not(unix))]
-    {
+    async {
         tokio::signal::ctrl_c()
             .await
             .expect("install Ctrl-C handler");

@@ -32,11 +32,15 @@ use crate::system_info::InfoSnapshot;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The log target of the one-line-per-request log, so it can be filtered on its own
+/// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests).
+const REQUEST_LOG: &str = "backend::http";
+
 /// The whole API: routes plus layers. A request meets them outermost first: request id, trace,
 /// metrics, catch-panic, JSON error bodies, CORS, body limit, timeout, then the handler.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost.
 pub fn app(
-    state: AppState,
+    routes: Router,
     server: &ServerSettings,
     cors: &CorsSettings,
     metrics: Option<HttpMetricLayer>,
@@ -51,7 +55,7 @@ pub fn app(
             http::StatusCode::GATEWAY_TIMEOUT,
             server.request_timeout,
         ));
-    let mut router = routes::router(state).layer(inner);
+    let mut router = routes.layer(inner);
     if let Some(metrics) = metrics {
         // Outside catch-panic, timeout and the error bodies: it counts their final status.
         router = router.layer(metrics);
@@ -82,6 +86,7 @@ fn request_span<B>(request: &http::Request<B>) -> Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     tracing::info_span!(
+        target: REQUEST_LOG,
         "request",
         method = %request.method(),
         route,
@@ -94,9 +99,9 @@ fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
     if response.status().is_server_error() {
-        tracing::event!(Level::ERROR, status, latency_ms, "request failed");
+        tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "request failed");
     } else {
-        tracing::event!(Level::INFO, status, latency_ms, "request completed");
+        tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed");
     }
 }
 
@@ -132,6 +137,12 @@ pub struct Application {
 impl Application {
     /// Binds the listeners and builds everything; must run inside a tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::with_routes(settings, Router::new()).await
+    }
+
+    /// Like `build`, with `extra` routes merged into the API under the same layers (tests use
+    /// it to mount slow or panicking handlers).
+    pub async fn with_routes(settings: Settings, extra: Router) -> anyhow::Result<Self> {
         let api_addr = SocketAddr::new(settings.server.host, settings.server.port);
         let metrics_addr = SocketAddr::new(settings.metrics.host, settings.metrics.port);
         let api = TcpListener::bind(api_addr)
@@ -155,7 +166,7 @@ impl Application {
             info,
         };
         let router = app(
-            state,
+            routes::router(state).merge(extra),
             &settings.server,
             &settings.cors,
             Some(recorder.http_layer()),

@@ -1,0 +1,275 @@
+//! The real server on random ports, exercised over real sockets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use common::{spawn_app, spawn_app_with, test_settings};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ENDPOINTS: [&str; 3] = ["/api/v1/health", "/api/v1/ready", "/api/v1/info"];
+
+#[tokio::test]
+async fn every_endpoint_answers_json_over_http() {
+    let app = spawn_app().await;
+    for path in ENDPOINTS {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{path}"
+        );
+        let body: Value = response.json().await.expect("JSON");
+        assert!(body.is_object(), "{path}: {body}");
+    }
+    assert_eq!(
+        app.get("/api/v1/health").await.text().await.unwrap(),
+        r#"{"success":true}"#
+    );
+}
+
+#[tokio::test]
+async fn metrics_live_on_their_own_port_only() {
+    let app = spawn_app().await;
+    assert_ne!(app.api.port(), app.metrics.port());
+    assert_eq!(
+        app.get("/metrics").await.status(),
+        404,
+        "not on the API port"
+    );
+    let text = app.scrape().await;
+    assert!(
+        text.contains("# TYPE http_requests_total counter"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn scraped_metrics_have_the_contract_names_labels_and_buckets() {
+    let app = spawn_app().await;
+    app.get("/api/v1/health").await;
+    app.get("/api/v1/info").await;
+    app.get("/does/not/exist").await;
+    app.client
+        .delete(app.url("/api/v1/health"))
+        .send()
+        .await
+        .unwrap();
+    app.scrape().await; // scrapes are not counted: checked below
+    let text = app.scrape().await;
+
+    for bucket in backend::metrics::LATENCY_BUCKETS {
+        let series = format!(
+            r#"http_request_duration_seconds_bucket{{method="GET",status="200",endpoint="/api/v1/health",le="{bucket}"}}"#
+        );
+        assert!(text.contains(&series), "missing {series}\n{text}");
+    }
+    assert!(
+        text.contains(r#"le="0.15""#),
+        "the SLO threshold is a bucket boundary"
+    );
+    for series in [
+        r#"http_request_duration_seconds_count{method="GET",status="200",endpoint="/api/v1/info"} 1"#,
+        r#"http_requests_total{method="GET",status="200",endpoint="/api/v1/health"} 1"#,
+        r#"http_requests_total{method="GET",status="404",endpoint="unmatched"} 1"#,
+        r#"http_requests_total{method="DELETE",status="405",endpoint="/api/v1/health"} 1"#,
+        r#"http_requests_pending{method="GET",endpoint="/api/v1/info"} 0"#,
+        "# TYPE http_request_duration_seconds histogram",
+        "# TYPE http_requests_pending gauge",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(series), "missing {series}\n{text}");
+    }
+    let build_info = format!(
+        r#"build_info{{version="{}",revision="#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build_info), "missing {build_info}\n{text}");
+    assert!(
+        !text.contains("/metrics"),
+        "scrapes must not be counted\n{text}"
+    );
+    assert!(
+        !text.contains("does/not/exist"),
+        "raw paths never become labels"
+    );
+}
+
+#[tokio::test]
+async fn ten_thousand_unknown_paths_keep_metrics_small() {
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..16 {
+        let (client, base) = (app.client.clone(), app.url(""));
+        tasks.spawn(async move {
+            for i in 0..625 {
+                let url = format!("{base}/random/{worker}/{i}/{}", i * 7919 + worker);
+                let status = client.get(url).send().await.expect("request").status();
+                assert_eq!(status, 404);
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("worker");
+    }
+    assert!(started.elapsed() < Duration::from_secs(120), "bounded loop");
+    let text = app.scrape().await;
+    assert!(
+        text.contains(
+            r#"http_requests_total{method="GET",status="404",endpoint="unmatched"} 10000"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.len() < 10 * 1024,
+        "/metrics is {} bytes after 10k unknown paths",
+        text.len()
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.api).await.unwrap();
+    let big = "a".repeat(32 * 1024);
+    let request = format!("GET /api/v1/health HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let head = String::from_utf8_lossy(&response);
+    assert!(head.starts_with("HTTP/1.1 431"), "got: {head}");
+}
+
+#[tokio::test]
+async fn a_slowloris_connection_is_closed_after_the_header_timeout() {
+    let mut settings = test_settings();
+    settings.server.header_read_timeout = Duration::from_millis(300);
+    let app = spawn_app_with(settings, Router::new()).await;
+
+    let mut stream = TcpStream::connect(app.api).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    let elapsed = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "the server must close the connection, not wait forever"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "closed only after the timeout: {elapsed:?}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "no response to a partial head"
+    );
+
+    // A complete request on a fresh connection still works.
+    assert_eq!(app.get("/api/v1/health").await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_panic_is_a_500_and_the_server_keeps_serving() {
+    async fn boom() -> &'static str {
+        panic!("handler bug")
+    }
+    let app = spawn_app_with(test_settings(), Router::new().route("/boom", get(boom))).await;
+    let response = app.get("/boom").await;
+    assert_eq!(response.status(), 500);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(app.get("/api/v1/health").await.status(), 200);
+    assert!(
+        app.scrape()
+            .await
+            .contains(r#"status="500",endpoint="/boom""#),
+        "panics are counted"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_flips_readiness_drains_then_finishes_in_flight_requests() {
+    let mut settings = test_settings();
+    settings.shutdown.drain_delay = Duration::from_millis(400);
+    let slow = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            "done"
+        }),
+    );
+    let mut app = spawn_app_with(settings, slow).await;
+
+    let in_flight = tokio::spawn(app.client.get(app.url("/slow")).send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Draining: not ready, but still serving new connections.
+    assert_eq!(app.get("/api/v1/ready").await.status(), 503);
+    let fresh = reqwest::Client::new();
+    let health = fresh.get(app.url("/api/v1/health")).send().await.unwrap();
+    assert_eq!(
+        health.status(),
+        200,
+        "serving continues during the drain delay"
+    );
+
+    // After the drain delay the listener is closed, and the slow request still completes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        TcpStream::connect(app.api).await.is_err(),
+        "no new connections after the drain delay"
+    );
+    let slow = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.text().await.unwrap(), "done");
+    tokio::time::timeout(Duration::from_secs(5), app.server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_by_the_timeout() {
+    let mut settings = test_settings();
+    settings.shutdown.timeout = Duration::from_millis(300);
+    let stuck = Router::new().route(
+        "/stuck",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }),
+    );
+    let mut app = spawn_app_with(settings, stuck).await;
+    let _in_flight = tokio::spawn(app.client.get(app.url("/stuck")).send());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    app.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(5), app.server)
+        .await
+        .expect("shutdown does not wait for a stuck request")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
