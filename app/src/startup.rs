@@ -28,7 +28,6 @@ use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, ServerSettings, Settings};
 use crate::shutdown::Readiness;
-use crate::system_info::InfoSnapshot;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -143,39 +142,38 @@ impl Application {
     /// Like `build`, with `extra` routes merged into the API under the same layers (tests use
     /// it to mount slow or panicking handlers).
     pub async fn with_routes(settings: Settings, extra: Router) -> anyhow::Result<Self> {
+        let metrics = Metrics::install();
+        let state = AppState::new(&settings.info)?;
+        let router = app(
+            routes::router(state.clone()).merge(extra),
+            &settings.server,
+            &settings.cors,
+            Some(metrics.http_layer()),
+        );
+        Self::bind(settings, router, state.readiness, metrics).await
+    }
+
+    /// Serves `router` as it is (no layers added) with the same listeners, shutdown and
+    /// `/metrics`; `build` uses it, and so does the benchmark's layer-less baseline.
+    pub async fn bind(
+        settings: Settings,
+        router: Router,
+        readiness: Readiness,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
         let api_addr = SocketAddr::new(settings.server.host, settings.server.port);
         let metrics_addr = SocketAddr::new(settings.metrics.host, settings.metrics.port);
         let api = TcpListener::bind(api_addr)
             .await
             .with_context(|| format!("cannot bind the API listener on {api_addr}"))?;
-        let metrics = TcpListener::bind(metrics_addr)
+        let metrics_listener = TcpListener::bind(metrics_addr)
             .await
             .with_context(|| format!("cannot bind the metrics listener on {metrics_addr}"))?;
-
-        let recorder = Metrics::install();
-        let readiness = Readiness::default();
-        let info = match settings.info.enabled {
-            true => Some(
-                InfoSnapshot::start(settings.info.refresh_interval)
-                    .context("cannot read system information")?,
-            ),
-            false => None,
-        };
-        let state = AppState {
-            readiness: readiness.clone(),
-            info,
-        };
-        let router = app(
-            routes::router(state).merge(extra),
-            &settings.server,
-            &settings.cors,
-            Some(recorder.http_layer()),
-        );
         Ok(Self {
             api,
-            metrics,
+            metrics: metrics_listener,
             router,
-            metrics_router: recorder.router(),
+            metrics_router: metrics.router(),
             readiness,
             settings,
         })

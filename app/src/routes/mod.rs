@@ -3,11 +3,13 @@
 mod health;
 mod info;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
 
 use crate::error::ApiError;
+use crate::settings::InfoSettings;
 use crate::shutdown::Readiness;
 use crate::system_info::InfoSnapshot;
 
@@ -16,6 +18,23 @@ pub struct AppState {
     pub readiness: Readiness,
     /// `None` when `info.enabled` is false: the route is then not mounted at all (404).
     pub info: Option<InfoSnapshot>,
+}
+
+impl AppState {
+    /// A ready instance; starts the info snapshot task when the endpoint is enabled.
+    pub fn new(info: &InfoSettings) -> anyhow::Result<Self> {
+        let info = match info.enabled {
+            true => Some(
+                InfoSnapshot::start(info.refresh_interval)
+                    .context("cannot read system information")?,
+            ),
+            false => None,
+        };
+        Ok(Self {
+            readiness: Readiness::default(),
+            info,
+        })
+    }
 }
 
 pub fn router(state: AppState) -> Router {

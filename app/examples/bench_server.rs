@@ -1,0 +1,29 @@
+//! Benchmark variants of the server, for `make bench` (see scripts/bench.py):
+//! `bench_server bare` serves the routes with no layers at all; `bench_server no-metrics` has
+//! every layer but the metrics one. Settings, listeners, logging and shutdown are the real ones.
+
+use backend::metrics::Metrics;
+use backend::routes::{self, AppState};
+use backend::settings::Settings;
+use backend::startup::{Application, app};
+use backend::{shutdown, telemetry};
+
+fn main() -> anyhow::Result<()> {
+    let variant = std::env::args().nth(1).unwrap_or_default();
+    let settings = Settings::load(None)?;
+    telemetry::init(&settings.log)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shutdown = shutdown::signal();
+        let metrics = Metrics::install();
+        let state = AppState::new(&settings.info)?;
+        let routes = routes::router(state.clone());
+        let router = match variant.as_str() {
+            "bare" => routes,
+            "no-metrics" => app(routes, &settings.server, &settings.cors, None),
+            other => anyhow::bail!("unknown variant {other:?}: use bare or no-metrics"),
+        };
+        let server = Application::bind(settings, router, state.readiness, metrics).await?;
+        server.run_until(shutdown).await
+    })
+}

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""`make bench`: paired load benchmark of the release build, reported as ratios.
+
+Every figure is measured in one run against baselines built by the same toolchain, so the
+ratios hold across machines even when absolute numbers do not:
+
+  full        the shipped binary (all layers, metrics, JSON request logs at info)
+  no-metrics  the same server without the axum-prometheus layer
+  bare        the routes with no layers at all
+
+Servers run pinned to CPU 0 (so tokio sizes itself to one worker, like a 1-CPU container) and
+wrk to CPU 1. Variants are interleaved round by round and the median of the rounds is kept.
+Results are printed and saved to bench/results/latest.{json,md}.
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+WRK_SCRIPT = ROOT / "bench" / "wrk-report.lua"
+MiB = 1024 * 1024
+
+GOALS = {
+    "metrics_layer_ratio": (">=", 0.95, "full / no-metrics throughput on /health"),
+    "info_vs_health_ratio": (">=", 0.95, "/info / /health throughput"),
+    "peak_rss_64_conns_mib": ("<=", 8.0, "peak RSS under 64 connections"),
+    "rss_after_10k_unknown_mib": ("<=", 16.0, "RSS after 10k unknown paths"),
+    "first_healthy_ms": ("<=", 10.0, "first healthy response after start"),
+    "static_binary_mb": ("<=", 5.0, "static binary size"),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def taskset(cpu):
+    return ["taskset", "-c", str(cpu)] if os.cpu_count() and os.cpu_count() > 1 else []
+
+
+class Server:
+    """A server process on loopback ports, pinned to CPU 0, stdout discarded."""
+
+    def __init__(self, argv, extra_env=None):
+        self.port, self.metrics_port = free_port(), free_port()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "APP__SERVER__HOST": "127.0.0.1",
+            "APP__SERVER__PORT": str(self.port),
+            "APP__METRICS__HOST": "127.0.0.1",
+            "APP__METRICS__PORT": str(self.metrics_port),
+            "APP__SHUTDOWN__DRAIN_DELAY": "0s",
+            **(extra_env or {}),
+        }
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            taskset(0) + argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def first_healthy_ms(self, limit_s=10.0):
+        """Milliseconds from spawn to the first 200 from /api/v1/health."""
+        request = b"GET /api/v1/health HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n"
+        while time.perf_counter() - self.started < limit_s:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(request)
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return (time.perf_counter() - self.started) * 1000
+            except OSError:
+                time.sleep(0.0002)
+        raise SystemExit(f"server never became healthy: {self.proc.stderr.read().decode()}")
+
+    def status(self, field):
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kib = re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)
+        return int(kib) * 1024
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wrk(url, seconds, connections):
+    out = subprocess.run(
+        taskset(1) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+                      "-s", str(WRK_SCRIPT), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout
+    m = re.search(r"WRK_RESULT requests=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+) errors=(\d+)", out)
+    if not m:
+        raise SystemExit(f"unexpected wrk output:\n{out}")
+    requests, duration, p50, p99, errors = map(int, m.groups())
+    return {"rps": requests / (duration / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
+            "errors": errors}
+
+
+def unknown_paths(server, count):
+    """`count` distinct unknown paths over one keep-alive connection (bounded)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    deadline = time.monotonic() + 120
+    for i in range(count):
+        conn.request("GET", f"/unknown/{i}/{i * 7919 % 104729}")
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 404, response.status
+        assert time.monotonic() < deadline, "bounded loop ran out of time"
+    conn.close()
+
+
+def build(target):
+    cargo = ["cargo", "build", "--locked", "--release", "-p", "backend", "--bins",
+             "--example", "bench_server"]
+    if target:
+        cargo += ["--target", target]
+    subprocess.run(cargo, cwd=ROOT, check=True)
+    out = ROOT / "target" / (target or "") / "release"
+    return out / "backend", out / "examples" / "bench_server"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="x86_64-unknown-linux-musl",
+                        help="rust target to build and measure (default: the static image binary)")
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per load run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args()
+
+    backend, bench_server = build(args.target)
+    variants = {
+        "full": [str(backend)],
+        "no-metrics": [str(bench_server), "no-metrics"],
+        "bare": [str(bench_server), "bare"],
+    }
+    paths = ["/api/v1/health", "/api/v1/info"]
+    runs = {(v, p): [] for v in variants for p in paths}
+    peak_rss = {}
+
+    for round_ in range(args.rounds):
+        for name, argv in variants.items():
+            server = Server(argv)
+            server.first_healthy_ms()
+            for path in paths:
+                wrk(server.url(path), 1, args.connections)  # warm-up
+                result = wrk(server.url(path), args.seconds, args.connections)
+                runs[(name, path)].append(result)
+                print(f"round {round_ + 1} {name:<10} {path:<15} {result['rps']:>9.0f} rps  "
+                      f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                      f"errors {result['errors']}", flush=True)
+            peak_rss[name] = max(peak_rss.get(name, 0), server.status("VmHWM"))
+            server.stop()
+
+    def median(name, path, key="rps"):
+        return statistics.median(r[key] for r in runs[(name, path)])
+
+    starts = []
+    for _ in range(5):
+        server = Server(variants["full"])
+        starts.append(server.first_healthy_ms())
+        server.stop()
+
+    server = Server(variants["full"])
+    server.first_healthy_ms()
+    unknown_paths(server, 10_000)
+    metrics_size = len(urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read())
+    rss_after_unknown = server.status("VmRSS")
+    server.stop()
+
+    static = ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "backend"
+    if not static.exists():
+        subprocess.run(["cargo", "build", "--locked", "--release", "-p", "backend", "--target",
+                        "x86_64-unknown-linux-musl"], cwd=ROOT, check=True)
+
+    figures = {
+        "metrics_layer_ratio": median("full", "/api/v1/health") / median("no-metrics", "/api/v1/health"),
+        "metrics_layer_ratio_info": median("full", "/api/v1/info") / median("no-metrics", "/api/v1/info"),
+        "full_vs_bare_ratio": median("full", "/api/v1/health") / median("bare", "/api/v1/health"),
+        "info_vs_health_ratio": median("full", "/api/v1/info") / median("full", "/api/v1/health"),
+        "peak_rss_64_conns_mib": peak_rss["full"] / MiB,
+        "rss_after_10k_unknown_mib": rss_after_unknown / MiB,
+        "metrics_bytes_after_10k_unknown": metrics_size,
+        "first_healthy_ms": statistics.median(starts),
+        "static_binary_mb": static.stat().st_size / 1e6,
+    }
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "target": args.target, "seconds": args.seconds, "rounds": args.rounds,
+        "connections": args.connections, "cpus": os.cpu_count(),
+        "medians": {f"{v} {p}": {k: median(v, p, k) for k in ("rps", "p50_ms", "p99_ms")}
+                    for v in variants for p in paths},
+        "peak_rss_mib": {k: v / MiB for k, v in peak_rss.items()},
+        "figures": figures,
+        "goals": {},
+    }
+    missed = 0
+    lines = ["| goal | measured | target | |", "|---|---|---|---|"]
+    for key, (op, limit, label) in GOALS.items():
+        value = figures[key]
+        ok = value >= limit if op == ">=" else value <= limit
+        missed += not ok
+        report["goals"][key] = {"value": value, "op": op, "limit": limit, "ok": ok}
+        lines.append(f"| {label} | {value:.3f} | {op} {limit} | {'ok' if ok else 'MISSED'} |")
+    table = ["| variant, path | rps | p50 ms | p99 ms |", "|---|---|---|---|"] + [
+        f"| {k} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |"
+        for k, v in report["medians"].items()]
+    extra = [f"- full / bare on /health: {figures['full_vs_bare_ratio']:.3f}",
+             f"- full / no-metrics on /info: {figures['metrics_layer_ratio_info']:.3f}",
+             f"- /metrics after 10k unknown paths: {metrics_size} bytes",
+             f"- peak RSS per variant (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in report['peak_rss_mib'].items())]
+    markdown = "\n".join([f"Measured {report['when']} ({args.target}, {args.rounds} rounds x {args.seconds} s, "
+                          f"{args.connections} connections, {os.cpu_count()} CPUs)", "", *table, "", *lines, "", *extra, ""])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown)
+    print("\n" + markdown)
+    if missed and args.strict:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
