@@ -31,9 +31,11 @@ apt_install() {
 # pip_install NAME==VERSION...: PyPI packages, into the project's own virtualenv.
 pip_install() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  local missing=() spec
+  local missing=() spec installed
   for spec in "$@"; do
-    "$VENV/bin/pip" show "${spec%%==*}" 2>/dev/null | grep -qx "Version: ${spec##*==}" || missing+=("$spec")
+    # Capture first: `pip show | grep -q` can die of SIGPIPE under pipefail on long metadata.
+    installed=$("$VENV/bin/pip" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')
+    [ "$installed" = "${spec##*==}" ] || missing+=("$spec")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "pip: ${missing[*]}"

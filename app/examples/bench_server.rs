@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         let routes = routes::router(state.clone());
         let router = match variant.as_str() {
             "bare" => routes,
-            "no-metrics" => app(routes, &settings.server, &settings.cors, None),
+            "no-metrics" => app(routes, state.readiness.clone(), &settings, None),
             other => anyhow::bail!("unknown variant {other:?}: use bare or no-metrics"),
         };
         let server = Application::bind(settings, router, state.readiness, metrics).await?;

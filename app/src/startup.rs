@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::MatchedPath;
-use http::HeaderName;
+use axum::extract::{MatchedPath, State};
+use axum::response::Response;
+use http::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -26,7 +27,7 @@ use tracing::{Level, Span};
 use crate::error::{json_error_bodies, panic_response};
 use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED};
 use crate::routes::{self, AppState};
-use crate::settings::{CorsSettings, ServerSettings, Settings};
+use crate::settings::{CorsSettings, Settings};
 use crate::shutdown::Readiness;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -36,19 +37,21 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REQUEST_LOG: &str = "backend::http";
 
 /// The whole API: routes plus layers. A request meets them outermost first: request id, trace,
-/// metrics, catch-panic, JSON error bodies, CORS, body limit, timeout, then the handler.
+/// connection-close while draining, metrics, catch-panic, JSON error bodies, CORS, body limit,
+/// timeout, then the handler.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost.
 pub fn app(
     routes: Router,
-    server: &ServerSettings,
-    cors: &CorsSettings,
+    readiness: Readiness,
+    settings: &Settings,
     metrics: Option<HttpMetricLayer>,
 ) -> Router {
+    let server = &settings.server;
     // Innermost first: these see the handler's response before the metrics layer records it.
     let inner = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::map_response(json_error_bodies))
-        .option_layer(cors_layer(cors))
+        .option_layer(cors_layer(&settings.cors))
         .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,
@@ -70,7 +73,11 @@ pub fn app(
                     .on_response(log_response)
                     .on_failure(()),
             )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(axum::middleware::map_response_with_state(
+                readiness,
+                close_when_draining,
+            )),
     )
 }
 
@@ -102,6 +109,21 @@ fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span
     } else {
         tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed");
     }
+}
+
+/// While draining, every response asks the client to close its keep-alive connection, so
+/// clients and proxies reconnect (to a ready instance) before this one closes its listener,
+/// instead of racing the close with a request on an idle connection.
+async fn close_when_draining(
+    State(readiness): State<Readiness>,
+    mut response: Response,
+) -> Response {
+    if !readiness.is_ready() {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn cors_layer(cors: &CorsSettings) -> Option<CorsLayer> {
@@ -146,8 +168,8 @@ impl Application {
         let state = AppState::new(&settings.info)?;
         let router = app(
             routes::router(state.clone()).merge(extra),
-            &settings.server,
-            &settings.cors,
+            state.readiness.clone(),
+            &settings,
             Some(metrics.http_layer()),
         );
         Self::bind(settings, router, state.readiness, metrics).await

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use backend::routes::{self, AppState};
-use backend::settings::{CorsSettings, ServerSettings};
+use backend::settings::Settings;
 use backend::shutdown::Readiness;
 use backend::startup::app;
 use backend::system_info::InfoSnapshot;
@@ -23,15 +23,15 @@ fn state(info: bool) -> AppState {
 }
 
 fn router_with(state: AppState, cors: &[&str]) -> Router {
-    let cors = CorsSettings {
-        allowed_origins: cors.iter().map(|s| s.to_string()).collect(),
-    };
-    app(
-        routes::router(state),
-        &ServerSettings::default(),
-        &cors,
-        None,
-    )
+    let mut settings = Settings::default();
+    settings.cors.allowed_origins = cors.iter().map(|s| s.to_string()).collect();
+    let readiness = state.readiness.clone();
+    app(routes::router(state), readiness, &settings, None)
+}
+
+/// Extra routes under the full layer stack.
+fn layered(routes: Router, settings: &Settings) -> Router {
+    app(routes, Readiness::default(), settings, None)
 }
 
 async fn call(router: Router, request: Request<Body>) -> (StatusCode, http::HeaderMap, Vec<u8>) {
@@ -180,15 +180,13 @@ async fn oversized_body_is_413_json() {
 
 #[tokio::test]
 async fn a_slow_handler_gets_504_json_after_the_request_timeout() {
-    let server = ServerSettings {
-        request_timeout: Duration::from_millis(50),
-        ..ServerSettings::default()
-    };
+    let mut settings = Settings::default();
+    settings.server.request_timeout = Duration::from_millis(50);
     let slow = Router::new().route(
         "/slow",
         get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }),
     );
-    let router = app(slow, &server, &CorsSettings::default(), None);
+    let router = layered(slow, &settings);
     let (status, _, body) = call(router, get_req("/slow")).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_error_shape(&body, "timeout");
@@ -200,12 +198,7 @@ async fn a_panicking_handler_gets_500_json() {
         panic!("boom")
     }
     let panics = Router::new().route("/boom", get(boom));
-    let router = app(
-        panics,
-        &ServerSettings::default(),
-        &CorsSettings::default(),
-        None,
-    );
+    let router = layered(panics, &Settings::default());
     let (status, _, body) = call(router, get_req("/boom")).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_error_shape(&body, "internal");
