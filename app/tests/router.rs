@@ -68,6 +68,10 @@ async fn health_returns_the_original_body_as_json() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     assert_eq!(body, br#"{"success":true}"#);
+    assert!(
+        !headers.contains_key(header::CONNECTION),
+        "keep-alive while ready"
+    );
 }
 
 #[tokio::test]
@@ -84,11 +88,16 @@ async fn ready_turns_503_with_the_error_shape_once_draining() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_error_shape(&body, "shutting_down");
 
-    let (status, _, _) = call(router, get_req("/api/v1/health")).await;
+    let (status, headers, _) = call(router, get_req("/api/v1/health")).await;
     assert_eq!(
         status,
         StatusCode::OK,
         "liveness does not depend on readiness"
+    );
+    assert_eq!(
+        headers[header::CONNECTION],
+        "close",
+        "keep-alive clients are asked to leave while draining"
     );
 }
 
