@@ -1,0 +1,208 @@
+"""Shared helpers of the monitoring checks (scripts/test-monitoring.sh runs them)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MONITORING = ROOT / "monitoring"
+RULES_DIR = MONITORING / "prometheus" / "rules"
+DASHBOARDS_DIR = MONITORING / "grafana" / "dashboards"
+DATASOURCES_FILE = MONITORING / "grafana" / "provisioning" / "datasources" / "datasources.yml"
+SLO_FILE = MONITORING / "slo.yaml"
+PROMETHEUS_FILE = MONITORING / "prometheus" / "prometheus.yml"
+ALERTMANAGER_FILE = MONITORING / "alertmanager" / "alertmanager.yml"
+RUNBOOKS_DIR = ROOT / "docs" / "runbooks"
+
+# Series Prometheus makes itself rather than scraping them from the backend.
+PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
+
+# What a dashboard's template variables become when its queries run outside Grafana. Two sets:
+# "All" for every variable, and one concrete instance and route (filled in by the live test).
+GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+
+
+class Checks:
+    """Collects named checks; prints each one and a count, and exits non-zero on any failure."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.passed = 0
+        self.failed: list[str] = []
+
+    def check(self, ok: bool, what: str, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failed.append(what)
+            print(f"  FAIL {what}" + (f": {detail}" if detail else ""), flush=True)
+        return ok
+
+    def finish(self) -> int:
+        total = self.passed + len(self.failed)
+        if self.failed:
+            print(f"{self.title}: {len(self.failed)} of {total} checks FAILED", flush=True)
+            return 1
+        print(f"{self.title}: all {total} checks passed", flush=True)
+        return 0
+
+
+@dataclass
+class Rule:
+    file: str
+    group: str
+    kind: str  # "record" or "alert"
+    name: str
+    expr: str
+    labels: dict = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
+    for_: str | None = None
+
+
+def load_rules() -> list[Rule]:
+    rules = []
+    for path in sorted(RULES_DIR.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for r in group["rules"]:
+                kind = "record" if "record" in r else "alert"
+                rules.append(
+                    Rule(
+                        file=path.name,
+                        group=group["name"],
+                        kind=kind,
+                        name=r[kind],
+                        expr=r["expr"],
+                        labels=r.get("labels") or {},
+                        annotations=r.get("annotations") or {},
+                        for_=r.get("for"),
+                    )
+                )
+    return rules
+
+
+def load_dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS_DIR.glob("*.json"))}
+
+
+def all_panels(dashboard: dict) -> list[dict]:
+    """Every panel, rows' nested panels included, rows themselves included."""
+    out = []
+    for panel in dashboard.get("panels", []):
+        out.append(panel)
+        out.extend(panel.get("panels", []))
+    return out
+
+
+def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target."""
+    out = []
+    for panel in all_panels(dashboard):
+        for target in panel.get("targets", []):
+            if "expr" in target:
+                out.append((f'panel "{panel.get("title")}" target {target.get("refId")}', target["expr"]))
+    return out
+
+
+def variable_queries(dashboard: dict) -> list[tuple[str, str, str | None]]:
+    """(variable name, PromQL selector, label) for every query variable.
+
+    `label_values(selector, label)` gives its selector and label; any other query is its own PromQL.
+    """
+    out = []
+    for var in dashboard.get("templating", {}).get("list", []):
+        if var.get("type") != "query":
+            continue
+        query = var.get("query")
+        if isinstance(query, dict):
+            query = query.get("query", "")
+        m = re.fullmatch(r"\s*label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", query)
+        if m:
+            out.append((var["name"], m.group(1), m.group(2)))
+        else:
+            out.append((var["name"], query, None))
+    return out
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]")
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Replaces Grafana variables ($x, ${x}, [[x]]) from values, the built-ins and fails on unknown ones."""
+    merged = {**GRAFANA_BUILTINS, **values}
+
+    def repl(m: re.Match) -> str:
+        name = m.group(1) or m.group(2) or m.group(3)
+        if name not in merged:
+            raise KeyError(f"no value for template variable ${name} in: {expr}")
+        return merged[name]
+
+    return _VAR.sub(repl, expr)
+
+
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_BRACES = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENT = re.compile(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
+             "group_right", "inf", "nan", "Inf", "NaN"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (functions, keywords and label names removed)."""
+    text = _STRING.sub('""', expr)
+    text = _BRACES.sub("{}", text)
+    text = _RANGE.sub("[]", text)
+    text = _GROUPING.sub(" ", text)
+    names = set()
+    for m in _IDENT.finditer(text):
+        word, call = m.group(1), m.group(2)
+        if call or word in _KEYWORDS:
+            continue
+        names.add(word)
+    # `{__name__="x"}` selectors
+    names.update(re.findall(r'__name__\s*=\s*"([^"]+)"', expr))
+    return names
+
+
+def prometheus_datasource_uid() -> str:
+    sources = yaml.safe_load(DATASOURCES_FILE.read_text())["datasources"]
+    uids = [s["uid"] for s in sources if s["type"] == "prometheus"]
+    if len(uids) != 1:
+        sys.exit(f"expected one prometheus data source in {DATASOURCES_FILE}, found {uids}")
+    return uids[0]
+
+
+def parse_exposition(text: str) -> tuple[dict[str, str], dict[str, list[dict]]]:
+    """Prometheus text format -> ({family: type}, {series name: [labels, ...]})."""
+    types: dict[str, str] = {}
+    series: dict[str, list[dict]] = {}
+    line_re = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+\S+")
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:\\.|[^"\\])*)"')
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(None, 3)
+            types[name] = kind.strip()
+        elif line and not line.startswith("#"):
+            m = line_re.match(line)
+            if m:
+                series.setdefault(m.group(1), []).append(dict(label_re.findall(m.group(3) or "")))
+    return types, series
+
+
+def exposed_names(types: dict[str, str], series: dict[str, list[dict]]) -> set[str]:
+    """Every name a query can use: the series, and a histogram's _bucket/_sum/_count."""
+    names = set(series)
+    for family, kind in types.items():
+        names.add(family)
+        if kind == "histogram":
+            names.update({f"{family}_bucket", f"{family}_sum", f"{family}_count"})
+        if kind == "summary":
+            names.update({f"{family}_sum", f"{family}_count"})
+    return names
