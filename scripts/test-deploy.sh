@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Tests the delivery side: the Helm chart, the Argo CD objects, the GitHub workflows.
+#
+#   scripts/test-deploy.sh
+#
+# Installs its pinned tools (deploy/tests/tools.sh), then: helm lint and template for the
+# defaults, an all-features-on file and each environment; helm install --dry-run=client;
+# values.schema.json and template guards refusing bad values; kubernetes-validate --strict
+# against Kubernetes 1.29 and 1.35; JSON-schema checks of the CRD objects and assertions on the
+# rendered YAML (deploy/tests/test_chart.py); the real app (dev build) started with each
+# rendering's settings; the monitoring/ -> chart copy drift check;
+# checkov; actionlint, zizmor, yamllint, shellcheck. Ends with `deploy: N passed, M failed`
+# and exits non-zero on any failure. Logs of every step go to $DEPLOY_TEST_OUT (default: a temp
+# dir, kept only when something failed).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=deploy/tests/tools.sh
+source "$ROOT/deploy/tests/tools.sh"
+
+CHART="$ROOT/deploy/charts/backend"
+KUBE_VERSIONS=(1.29.0 1.35.0)
+# Renderings: name -> values file on top of the defaults (relative to the chart).
+declare -A VALUES_FILE=(
+  [default]=""
+  [all-on]=ci/all-on-values.yaml
+  [staging]=values-staging.yaml
+  [production]=values-production.yaml
+)
+RENDERINGS=(default all-on staging production)
+
+# Logs and renderings; a temporary directory is removed after a green run, kept after a red one.
+OUT="${DEPLOY_TEST_OUT:-$(mktemp -d)}"
+KEEP_OUT=${DEPLOY_TEST_OUT:+yes}
+mkdir -p "$OUT/renders" "$OUT/logs"
+passed=0 failed=0 skipped=0
+failures=()
+
+# check NAME CMD...: runs CMD; passes on exit 0. Output goes to $OUT/logs/NAME.log.
+check() {
+  local name=$1 log="$OUT/logs/${1//[^A-Za-z0-9_.-]/_}.log"
+  shift
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    printf 'ok   %s\n' "$name"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    printf 'FAIL %s\n' "$name"
+    sed 's/^/     | /' "$log" | tail -n 40
+  fi
+}
+
+# refuses NAME PATTERN CMD...: passes when CMD fails and its output matches PATTERN, so a
+# guard that fails for the wrong reason (say, a broken template) does not count.
+refuses() {
+  local name=$1 pattern=$2
+  shift 2
+  check "$name" expect_failure "$pattern" "$@"
+}
+expect_failure() {
+  local pattern=$1 output
+  shift
+  if output=$("$@" 2>&1); then
+    echo "expected a failure, got success"
+    return 1
+  fi
+  grep -qE -- "$pattern" <<<"$output" || { echo "failed, but not with /$pattern/:"; echo "$output"; return 1; }
+}
+
+skip() {
+  skipped=$((skipped + 1))
+  printf 'skip %s\n' "$*"
+}
+
+values_args() { # NAME: the -f argument for rendering NAME, if any
+  [ -z "${VALUES_FILE[$1]}" ] || printf '%s\0' -f "$CHART/${VALUES_FILE[$1]}"
+}
+
+helm_template() { # NAME: renders into $OUT/renders/NAME.yaml
+  local args=()
+  mapfile -d '' args < <(values_args "$1")
+  helm template backend "$CHART" --namespace backend-test --kube-version "${KUBE_VERSIONS[0]}" \
+    "${args[@]}" >"$OUT/renders/$1.yaml"
+}
+
+helm_lint() { # NAME
+  local args=()
+  mapfile -d '' args < <(values_args "$1")
+  helm lint --strict "$CHART" --kube-version "${KUBE_VERSIONS[0]}" "${args[@]}"
+}
+
+# The dashboard template, exercised with a fixture whatever monitoring/grafana/dashboards holds.
+render_fixture() {
+  local copy="$OUT/fixture-chart"
+  rm -rf "$copy" && cp -r "$CHART" "$copy"
+  mkdir -p "$copy/files/grafana/dashboards"
+  printf '{"title": "Fixture", "uid": "fixture", "panels": [], "schemaVersion": 39}\n' \
+    >"$copy/files/grafana/dashboards/fixture_dashboard.json"
+  helm template backend "$copy" --set dashboards.enabled=true >"$OUT/renders/fixture.yaml"
+}
+
+kube_validate() { # VERSION FILE
+  "$DEPLOY_VENV/bin/kubernetes-validate" --strict --quiet -k "$1" "$2"
+}
+
+# kubernetes-validate must reject an unknown field, or its passes mean nothing.
+kube_validate_rejects_unknown_field() {
+  local bad="$OUT/renders/negative-control.yaml"
+  printf 'apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 80}], typo: 1}\n' >"$bad"
+  ! kube_validate "${KUBE_VERSIONS[0]}" "$bad"
+}
+
+# app_starts_with_rendered_settings NAME: the real backend (dev build) starts with the APP__
+# settings of rendering NAME's ConfigMap (the app exits 1 on an unknown key or a bad value) and
+# answers on the probe paths and the metrics path. Ports are moved to free local ones and the
+# listeners to 127.0.0.1, so nothing listens beyond this machine. A subshell: wait_http may die.
+app_starts_with_rendered_settings() (
+  local settings=() api metrics pid
+  mapfile -d '' settings < <("$DEPLOY_VENV/bin/python" - "$OUT/renders/$1.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+data = next(d["data"] for d in docs if d["kind"] == "ConfigMap" and "APP__SERVER__PORT" in d.get("data", {}))
+for key, value in data.items():
+    sys.stdout.write(f"{key}={value}\0")
+PY
+  )
+  [ ${#settings[@]} -gt 0 ] || { echo "no settings ConfigMap in $1"; return 1; }
+  api=$(free_port)
+  metrics=$(free_port)
+  env -i PATH="$PATH" "${settings[@]}" APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT="$api" \
+    APP__METRICS__HOST=127.0.0.1 APP__METRICS__PORT="$metrics" "$BACKEND" &
+  pid=$!
+  trap 'kill -KILL "$pid" 2>/dev/null || true' EXIT
+  wait_http "http://127.0.0.1:$api/api/v1/health" 10
+  curl -fsS -o /dev/null "http://127.0.0.1:$api/api/v1/ready"
+  local exposition
+  exposition=$(curl -fsS "http://127.0.0.1:$metrics/metrics")
+  grep -q '^build_info' <<<"$exposition" || { echo "no build_info on /metrics"; return 1; }
+)
+
+checkov_scan() { # FRAMEWORKS(comma-separated) PATH...: every framework must report results
+  local output status=0 framework frameworks=()
+  IFS=, read -ra frameworks <<<"$1"
+  shift
+  local args=()
+  for path in "$@"; do args+=(-f "$path"); done
+  output=$("$CHECKOV_VENV/bin/checkov" --config-file "$ROOT/deploy/checkov.yaml" --framework "${frameworks[@]}" \
+    "${args[@]}" 2>&1) || status=$?
+  echo "$output"
+  for framework in "${frameworks[@]}"; do
+    grep -q "^$framework scan results" <<<"$output" || { echo "checkov scanned nothing as $framework"; return 1; }
+  done
+  return "$status"
+}
+
+# checkov with this repository's config must still fail an insecure pod, or its passes mean nothing.
+checkov_rejects_insecure_pod() {
+  local bad="$OUT/renders/insecure-pod.yaml"
+  printf '%s\n' 'apiVersion: v1' 'kind: Pod' 'metadata: {name: insecure}' \
+    'spec: {containers: [{name: c, image: "busybox:1.36", securityContext: {privileged: true}}]}' >"$bad"
+  ! "$CHECKOV_VENV/bin/checkov" --config-file "$ROOT/deploy/checkov.yaml" --framework kubernetes -f "$bad"
+}
+
+run_actionlint() { # actionlint finds .github/workflows from the working directory
+  (cd "$ROOT" && "$DEPLOY_VENV/bin/actionlint" -color=false)
+}
+
+run_shellcheck() { # from the root, where the `# shellcheck source=` paths resolve
+  (cd "$ROOT" && shellcheck -x scripts/test-deploy.sh scripts/sync-chart-assets.sh deploy/tests/tools.sh)
+}
+
+versions() {
+  helm version --template '{{.Version}}'
+  echo
+  kubectl version --client | head -1
+  printf 'kubernetes-validate %s\n' "$("$DEPLOY_VENV/bin/kubernetes-validate" --version)"
+  printf 'checkov %s\n' "$("$CHECKOV_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("checkov"))')"
+  "$DEPLOY_VENV/bin/actionlint" --version | head -1
+  "$DEPLOY_VENV/bin/zizmor" --version
+  yamllint --version
+  shellcheck --version | sed -n 2p
+}
+
+main() {
+  local started=$SECONDS
+  log "tools"
+  deploy_tools
+  check "tool versions" versions
+  sed 's/^/     /' "$OUT/logs/tool_versions.log"
+
+  log "helm lint --strict"
+  for name in "${RENDERINGS[@]}"; do
+    check "lint: $name" helm_lint "$name"
+  done
+
+  log "helm template"
+  for name in "${RENDERINGS[@]}"; do
+    check "template: $name" helm_template "$name"
+  done
+  check "template: dashboard fixture" render_fixture
+  check "install --dry-run=client (defaults)" \
+    helm install backend "$CHART" --namespace backend-test --dry-run=client
+  check "install --dry-run=client (all-on)" \
+    helm install backend "$CHART" --namespace backend-test --dry-run=client -f "$CHART/ci/all-on-values.yaml"
+
+  log "values.schema.json and template guards refuse bad values"
+  refuses "schema refuses a misspelt top-level key (lint)" "additional properties 'replicaCountt'" \
+    helm lint --strict "$CHART" --set replicaCountt=3
+  refuses "schema refuses a misspelt key (template)" "additional properties 'enabledd'" \
+    helm template backend "$CHART" --set autoscaling.enabledd=true
+  refuses "schema refuses an unknown APP__ setting" "additional properties 'APP__LOG__LEVL'" \
+    helm template backend "$CHART" --set config.APP__LOG__LEVL=debug
+  refuses "schema refuses image tag latest" "/image/tag" \
+    helm template backend "$CHART" --set image.tag=latest
+  refuses "schema refuses an Ingress path for /metrics" "/ingress/hosts/0/paths/0/path" \
+    helm template backend "$CHART" --set ingress.enabled=true --set 'ingress.hosts[0].host=a.example.com' \
+    --set 'ingress.hosts[0].paths[0].path=/metrics' --set 'ingress.hosts[0].paths[0].pathType=Prefix'
+  refuses "template refuses a grace period not above drain + timeout" "must exceed" \
+    helm template backend "$CHART" --set config.APP__SHUTDOWN__TIMEOUT=26s
+  refuses "template refuses an ExternalSecret with nothing to fetch" "needs externalSecret.data" \
+    helm template backend "$CHART" --set externalSecret.enabled=true
+
+  log "kubernetes-validate --strict (${KUBE_VERSIONS[*]})"
+  check "kubernetes-validate rejects an unknown field (negative control)" kube_validate_rejects_unknown_field
+  for version in "${KUBE_VERSIONS[@]}"; do
+    for name in "${RENDERINGS[@]}"; do
+      check "kubernetes-validate $version: $name" kube_validate "$version" "$OUT/renders/$name.yaml"
+    done
+  done
+
+  log "the real app with each rendering's settings"
+  BACKEND=$(backend_bin dev)
+  for name in "${RENDERINGS[@]}"; do
+    check "app starts with the $name settings and answers the probes" app_starts_with_rendered_settings "$name"
+  done
+
+  log "assertions on the rendered YAML, CRD schemas, Argo CD, workflows"
+  local result
+  "$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/test_chart.py" "$OUT/renders" | tee "$OUT/logs/assertions.log" | grep -v '^RESULT' || true
+  result=$(grep '^RESULT' "$OUT/logs/assertions.log" || echo "RESULT passed=0 failed=1")
+  [[ $result =~ passed=([0-9]+)\ failed=([0-9]+) ]]
+  passed=$((passed + BASH_REMATCH[1]))
+  failed=$((failed + BASH_REMATCH[2]))
+  [ "${BASH_REMATCH[2]}" = 0 ] || failures+=("assertions (deploy/tests/test_chart.py)")
+
+  log "chart copies of monitoring/ (scripts/sync-chart-assets.sh --check)"
+  check "rules and dashboards in the chart equal monitoring/" "$ROOT/scripts/sync-chart-assets.sh" --check
+
+  log "checkov (one run: rendered chart, Argo CD objects, Dockerfile, workflows)"
+  local scan=("$OUT"/renders/{default,all-on,staging,production}.yaml "$ROOT"/deploy/argocd/*.yaml
+    "$ROOT"/.github/workflows/*.yaml)
+  if [ -f "$ROOT/app/Dockerfile" ]; then
+    scan+=("$ROOT/app/Dockerfile")
+  else
+    skip "checkov: app/Dockerfile (not written yet)"
+  fi
+  local scan_frameworks=kubernetes,github_actions
+  [ -f "$ROOT/app/Dockerfile" ] && scan_frameworks+=,dockerfile
+  check "checkov: ${#scan[@]} files, 0 failed checks" checkov_scan "$scan_frameworks" "${scan[@]}"
+  check "checkov fails an insecure pod (negative control)" checkov_rejects_insecure_pod
+
+  log "workflow and YAML linters"
+  check "actionlint" run_actionlint
+  check "zizmor (offline, auditor persona)" \
+    "$DEPLOY_VENV/bin/zizmor" --offline --persona=auditor --no-progress "$ROOT/.github"
+  check "yamllint" yamllint --strict -c "$ROOT/deploy/yamllint.yaml" \
+    "$ROOT/.github" "$ROOT/deploy/argocd" "$CHART/Chart.yaml" "$CHART"/values*.yaml "$CHART/ci"
+  check "shellcheck" run_shellcheck
+
+  if [ "$failed" -eq 0 ] && [ -z "$KEEP_OUT" ]; then
+    rm -rf "$OUT"
+    log "took $((SECONDS - started))s"
+  else
+    log "took $((SECONDS - started))s; logs and renderings in $OUT"
+  fi
+  if [ ${#failures[@]} -gt 0 ]; then
+    printf 'failed: %s\n' "${failures[@]}" >&2
+  fi
+  if [ "$skipped" -gt 0 ]; then
+    echo "deploy: $passed passed, $failed failed, $skipped skipped"
+  else
+    echo "deploy: $passed passed, $failed failed"
+  fi
+  [ "$failed" -eq 0 ]
+}
+
+main "$@"
