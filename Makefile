@@ -2,9 +2,9 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
-MUSL_TARGET ?= x86_64-unknown-linux-musl
 
-.PHONY: help run build test tools lint fmt test-rust static bench
+.PHONY: help run build up test tools lint fmt test-rust static bench test-monitoring \
+        test-loadtest test-deploy loadtest zero-downtime sync-chart-assets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -12,10 +12,13 @@ help: ## list the targets
 run: ## run the backend locally with default settings (API :4000, metrics :9464)
 	cargo run --locked -p backend
 
+up: ## the whole stack with Docker: backend, load balancer, Prometheus, Alertmanager, Grafana
+	docker compose up --build
+
 build: ## release build of the backend
 	cargo build --locked --release -p backend
 
-test: tools lint test-rust static ## everything CI runs: installs pinned tools, lints, tests, static build
+test: tools lint test-rust static test-monitoring test-loadtest test-deploy ## everything CI runs (installs its pinned tools first)
 
 tools: ## install the pinned tools the tests need (idempotent)
 	scripts/tools.sh
@@ -29,8 +32,26 @@ fmt: ## format the Rust code
 test-rust: ## unit, router and integration tests (cargo-nextest)
 	cargo nextest run --locked --workspace --no-fail-fast
 
-static: ## build the static musl binary the image ships and check its size
-	scripts/static.sh $(MUSL_TARGET)
+static: ## build the image's static binaries (amd64, arm64) as the Dockerfile does; size and smoke checks
+	scripts/static.sh
 
 bench: ## load /health and /info against a no-layer baseline; writes bench/results/latest.*
 	scripts/bench.sh
+
+test-monitoring: ## compose file, Prometheus rules and their unit tests, Alertmanager, dashboards, live end-to-end
+	scripts/test-monitoring.sh
+
+test-loadtest: ## SLO gate tests, short JMeter runs against the backend, compose service, zero-downtime proof
+	scripts/test-loadtest.sh
+
+test-deploy: ## Helm chart, Argo CD and workflows: lint, render, schemas, checkov, actionlint, zizmor
+	scripts/test-deploy.sh
+
+loadtest: ## JMeter plan against a running backend (JMETER_ARGS="-Jport=4000 -Jthreads=20"), then the SLO gate
+	jmeter/run.sh $(JMETER_ARGS)
+
+zero-downtime: ## restart 2 backends behind a local nginx under wrk load; asserts 0 errors
+	scripts/zero-downtime.sh
+
+sync-chart-assets: ## copy monitoring/ rules and dashboards into the Helm chart
+	scripts/sync-chart-assets.sh
