@@ -31,8 +31,8 @@ WRK_SCRIPT = ROOT / "bench" / "wrk-report.lua"
 MiB = 1024 * 1024
 
 GOALS = {
-    "metrics_layer_ratio": (">=", 0.95, "full / no-metrics throughput on /health"),
-    "info_vs_health_ratio": (">=", 0.95, "/info / /health throughput"),
+    "metrics_layer_ratio": (">=", 0.95, "metrics layer: full / no-metrics capacity on /health"),
+    "info_vs_health_ratio": (">=", 0.95, "/info / /health capacity"),
     "peak_rss_64_conns_mib": ("<=", 8.0, "peak RSS under 64 connections"),
     "rss_after_10k_unknown_mib": ("<=", 16.0, "RSS after 10k unknown paths"),
     "first_healthy_ms": ("<=", 10.0, "first healthy response after start"),
@@ -53,6 +53,8 @@ def taskset(cpu):
 class Server:
     """A server process on loopback ports, pinned to CPU 0, stdout discarded."""
 
+    log_level = "info"
+
     def __init__(self, argv, extra_env=None):
         self.port, self.metrics_port = free_port(), free_port()
         env = {
@@ -62,6 +64,7 @@ class Server:
             "APP__METRICS__HOST": "127.0.0.1",
             "APP__METRICS__PORT": str(self.metrics_port),
             "APP__SHUTDOWN__DRAIN_DELAY": "0s",
+            "APP__LOG__LEVEL": self.log_level,
             **(extra_env or {}),
         }
         self.started = time.perf_counter()
@@ -85,6 +88,11 @@ class Server:
                 time.sleep(0.0002)
         raise SystemExit(f"server never became healthy: {self.proc.stderr.read().decode()}")
 
+    def cpu_seconds(self):
+        """User + system CPU time of the whole process (all threads) so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def status(self, field):
         text = Path(f"/proc/{self.proc.pid}/status").read_text()
         kib = re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)
@@ -99,7 +107,8 @@ class Server:
             self.proc.wait()
 
 
-def wrk(url, seconds, connections):
+def wrk(url, seconds, connections, server=None):
+    cpu_before = server.cpu_seconds() if server else 0.0
     out = subprocess.run(
         taskset(1) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
                       "-s", str(WRK_SCRIPT), url],
@@ -109,8 +118,9 @@ def wrk(url, seconds, connections):
     if not m:
         raise SystemExit(f"unexpected wrk output:\n{out}")
     requests, duration, p50, p99, errors = map(int, m.groups())
+    cpu = (server.cpu_seconds() - cpu_before) if server else 0.0
     return {"rps": requests / (duration / 1e6), "p50_ms": p50 / 1000, "p99_ms": p99 / 1000,
-            "errors": errors}
+            "errors": errors, "cpu_us": cpu / max(requests, 1) * 1e6}
 
 
 def unknown_paths(server, count):
@@ -141,12 +151,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="x86_64-unknown-linux-musl",
                         help="rust target to build and measure (default: the static image binary)")
-    parser.add_argument("--seconds", type=int, default=5, help="seconds per load run")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
+    parser.add_argument("--seconds", type=int, default=3, help="seconds per load run")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per variant")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--log-level", default="info",
+                        help="APP__LOG__LEVEL of every variant (info: one JSON line per request)")
     args = parser.parse_args()
 
+    Server.log_level = args.log_level
     backend, bench_server = build(args.target)
     variants = {
         "full": [str(backend)],
@@ -161,12 +174,14 @@ def main():
         for name, argv in variants.items():
             server = Server(argv)
             server.first_healthy_ms()
-            for path in paths:
-                wrk(server.url(path), 1, args.connections)  # warm-up
-                result = wrk(server.url(path), args.seconds, args.connections)
+            # Alternate which path goes first: the first run on a fresh server reads slower.
+            for path in paths if round_ % 2 == 0 else reversed(paths):
+                wrk(server.url(path), 2, args.connections)  # warm-up
+                result = wrk(server.url(path), args.seconds, args.connections, server)
                 runs[(name, path)].append(result)
                 print(f"round {round_ + 1} {name:<10} {path:<15} {result['rps']:>9.0f} rps  "
                       f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
+                      f"cpu {result['cpu_us']:.2f} us/req  "
                       f"errors {result['errors']}", flush=True)
             peak_rss[name] = max(peak_rss.get(name, 0), server.status("VmHWM"))
             server.stop()
@@ -192,11 +207,17 @@ def main():
         subprocess.run(["cargo", "build", "--locked", "--release", "-p", "backend", "--target",
                         "x86_64-unknown-linux-musl"], cwd=ROOT, check=True)
 
+    def capacity(name, path):
+        """Requests per CPU-second: throughput with steal time and neighbours taken out."""
+        return 1e6 / median(name, path, "cpu_us")
+
     figures = {
-        "metrics_layer_ratio": median("full", "/api/v1/health") / median("no-metrics", "/api/v1/health"),
-        "metrics_layer_ratio_info": median("full", "/api/v1/info") / median("no-metrics", "/api/v1/info"),
-        "full_vs_bare_ratio": median("full", "/api/v1/health") / median("bare", "/api/v1/health"),
-        "info_vs_health_ratio": median("full", "/api/v1/info") / median("full", "/api/v1/health"),
+        "metrics_layer_ratio": capacity("full", "/api/v1/health") / capacity("no-metrics", "/api/v1/health"),
+        "metrics_layer_ratio_info": capacity("full", "/api/v1/info") / capacity("no-metrics", "/api/v1/info"),
+        "full_vs_bare_ratio": capacity("full", "/api/v1/health") / capacity("bare", "/api/v1/health"),
+        "info_vs_health_ratio": capacity("full", "/api/v1/info") / capacity("full", "/api/v1/health"),
+        "metrics_layer_rps_ratio": median("full", "/api/v1/health") / median("no-metrics", "/api/v1/health"),
+        "info_vs_health_rps_ratio": median("full", "/api/v1/info") / median("full", "/api/v1/health"),
         "peak_rss_64_conns_mib": peak_rss["full"] / MiB,
         "rss_after_10k_unknown_mib": rss_after_unknown / MiB,
         "metrics_bytes_after_10k_unknown": metrics_size,
@@ -206,8 +227,9 @@ def main():
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": args.target, "seconds": args.seconds, "rounds": args.rounds,
+        "log_level": args.log_level,
         "connections": args.connections, "cpus": os.cpu_count(),
-        "medians": {f"{v} {p}": {k: median(v, p, k) for k in ("rps", "p50_ms", "p99_ms")}
+        "medians": {f"{v} {p}": {k: median(v, p, k) for k in ("rps", "cpu_us", "p50_ms", "p99_ms")}
                     for v in variants for p in paths},
         "peak_rss_mib": {k: v / MiB for k, v in peak_rss.items()},
         "figures": figures,
@@ -221,15 +243,18 @@ def main():
         missed += not ok
         report["goals"][key] = {"value": value, "op": op, "limit": limit, "ok": ok}
         lines.append(f"| {label} | {value:.3f} | {op} {limit} | {'ok' if ok else 'MISSED'} |")
-    table = ["| variant, path | rps | p50 ms | p99 ms |", "|---|---|---|---|"] + [
-        f"| {k} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |"
+    table = ["| variant, path | rps | CPU µs/request | p50 ms | p99 ms |", "|---|---|---|---|---|"] + [
+        f"| {k} | {v['rps']:.0f} | {v['cpu_us']:.2f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |"
         for k, v in report["medians"].items()]
-    extra = [f"- full / bare on /health: {figures['full_vs_bare_ratio']:.3f}",
-             f"- full / no-metrics on /info: {figures['metrics_layer_ratio_info']:.3f}",
+    extra = [f"- capacity = requests per CPU-second of the server (1 / median CPU µs per request)",
+             f"- by raw rps instead: metrics layer {figures['metrics_layer_rps_ratio']:.3f}, "
+             f"/info vs /health {figures['info_vs_health_rps_ratio']:.3f}",
+             f"- full / bare capacity on /health: {figures['full_vs_bare_ratio']:.3f}",
+             f"- metrics layer on /info: {figures['metrics_layer_ratio_info']:.3f}",
              f"- /metrics after 10k unknown paths: {metrics_size} bytes",
              f"- peak RSS per variant (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in report['peak_rss_mib'].items())]
     markdown = "\n".join([f"Measured {report['when']} ({args.target}, {args.rounds} rounds x {args.seconds} s, "
-                          f"{args.connections} connections, {os.cpu_count()} CPUs)", "", *table, "", *lines, "", *extra, ""])
+                          f"{args.connections} connections, {os.cpu_count()} CPUs, log level {args.log_level})", "", *table, "", *lines, "", *extra, ""])
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "latest.md").write_text(markdown)

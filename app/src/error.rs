@@ -88,7 +88,7 @@ impl IntoResponse for ApiError {
 
 /// Gives error responses made by layers and by axum itself (405, 413, 504, extractor
 /// rejections) the one JSON shape, keeping their status and headers (e.g. `Allow`).
-pub async fn json_error_bodies<B>(response: http::Response<B>) -> Response
+pub fn json_error_bodies<B>(response: http::Response<B>) -> Response
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{MatchedPath, State};
-use axum::response::Response;
+use axum::extract::MatchedPath;
+use axum::response::IntoResponse;
+use http::Response;
 use http::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -36,9 +37,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests).
 const REQUEST_LOG: &str = "backend::http";
 
-/// The whole API: routes plus layers. A request meets them outermost first: request id, trace,
-/// connection-close while draining, metrics, catch-panic, JSON error bodies, CORS, body limit,
-/// timeout, then the handler.
+/// The whole API: routes plus layers, listed in the order a request meets them.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost.
 pub fn app(
     routes: Router,
@@ -47,24 +46,17 @@ pub fn app(
     metrics: Option<HttpMetricLayer>,
 ) -> Router {
     let server = &settings.server;
-    // Innermost first: these see the handler's response before the metrics layer records it.
-    let inner = ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::map_response(json_error_bodies))
-        .option_layer(cors_layer(&settings.cors))
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            http::StatusCode::GATEWAY_TIMEOUT,
-            server.request_timeout,
-        ));
-    let mut router = routes.layer(inner);
-    if let Some(metrics) = metrics {
-        // Outside catch-panic, timeout and the error bodies: it counts their final status.
-        router = router.layer(metrics);
-    }
-    // Outermost: every request gets an id first, and its one log line spans everything else.
-    router.layer(
+    // The metrics layer is optional (benchmarks measure its cost), so the services on both
+    // sides of it answer plain `Response`s; an optional layer must not change the types.
+    let metrics = metrics.map(|layer| {
         ServiceBuilder::new()
+            .map_response(IntoResponse::into_response)
+            .layer(layer)
+    });
+    // One `Router::layer` call: each call adds a boxed service that every request clones.
+    routes.layer(
+        ServiceBuilder::new()
+            // Every request gets an id first, and its one log line spans everything below.
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
@@ -74,9 +66,17 @@ pub fn app(
                     .on_failure(()),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(axum::middleware::map_response_with_state(
-                readiness,
-                close_when_draining,
+            .map_response(move |response| close_when_draining(&readiness, response))
+            // Outside catch-panic, the timeout and the error bodies: it counts their final status.
+            .option_layer(metrics)
+            .map_response(IntoResponse::into_response)
+            .layer(CatchPanicLayer::custom(panic_response))
+            .map_response(json_error_bodies)
+            .option_layer(cors_layer(&settings.cors))
+            .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
+            .layer(TimeoutLayer::with_status_code(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                server.request_timeout,
             )),
     )
 }
@@ -114,10 +114,7 @@ fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span
 /// While draining, every response asks the client to close its keep-alive connection, so
 /// clients and proxies reconnect (to a ready instance) before this one closes its listener,
 /// instead of racing the close with a request on an idle connection.
-async fn close_when_draining(
-    State(readiness): State<Readiness>,
-    mut response: Response,
-) -> Response {
+fn close_when_draining<B>(readiness: &Readiness, mut response: Response<B>) -> Response<B> {
     if !readiness.is_ready() {
         response
             .headers_mut()
