@@ -65,6 +65,7 @@ class Server:
             "APP__METRICS__PORT": str(self.metrics_port),
             "APP__SHUTDOWN__DRAIN_DELAY": "0s",
             "APP__LOG__LEVEL": self.log_level,
+            "MIMALLOC_ARENA_EAGER_COMMIT": "0",  # as app/Dockerfile sets it
             **(extra_env or {}),
         }
         self.started = time.perf_counter()
@@ -138,7 +139,9 @@ def unknown_paths(server, count):
 
 
 def build(target):
-    cargo = ["cargo", "build", "--locked", "--release", "-p", "backend", "--bins",
+    # musl targets are built the way the image builds them: cargo-zigbuild (mimalloc is C).
+    tool = "zigbuild" if target and target.endswith("-musl") else "build"
+    cargo = ["cargo", tool, "--locked", "--release", "-p", "backend", "--bins",
              "--example", "bench_server"]
     if target:
         cargo += ["--target", target]
@@ -204,7 +207,7 @@ def main():
 
     static = ROOT / "target" / "x86_64-unknown-linux-musl" / "release" / "backend"
     if not static.exists():
-        subprocess.run(["cargo", "build", "--locked", "--release", "-p", "backend", "--target",
+        subprocess.run(["cargo", "zigbuild", "--locked", "--release", "-p", "backend", "--target",
                         "x86_64-unknown-linux-musl"], cwd=ROOT, check=True)
 
     def capacity(name, path):

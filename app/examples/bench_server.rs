@@ -2,6 +2,10 @@
 //! `bench_server bare` serves the routes with no layers at all; `bench_server no-metrics` has
 //! every layer but the metrics one. Settings, listeners, logging and shutdown are the real ones.
 
+/// The same allocator as the real binary, so the variants differ only in their layers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use backend::metrics::Metrics;
 use backend::routes::{self, AppState};
 use backend::settings::Settings;
