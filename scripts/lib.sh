@@ -34,7 +34,7 @@ pip_install() {
   local missing=() spec installed
   for spec in "$@"; do
     # Capture first: `pip show | grep -q` can die of SIGPIPE under pipefail on long metadata.
-    installed=$("$VENV/bin/pip" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')
+    installed=$("$VENV/bin/pip" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p' || true)
     [ "$installed" = "${spec##*==}" ] || missing+=("$spec")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
