@@ -138,6 +138,33 @@ def unknown_paths(server, count):
     conn.close()
 
 
+def instructions_per_request(argv, path, count):
+    """User-space instructions per request under callgrind: deterministic, so a few-percent
+    difference is visible on a noisy machine (kernel time, ~half of the CPU, is not counted)."""
+    out = RESULTS / f"callgrind.{os.getpid()}.out"
+    server = Server(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + argv)
+    server.first_healthy_ms(limit_s=60)
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+
+    def requests(n):
+        for _ in range(n):
+            conn.request("GET", path)
+            conn.getresponse().read()
+
+    requests(300)  # warm-up; each dump holds what ran since the previous one
+    subprocess.run(["callgrind_control", "--dump=warm", str(server.proc.pid)], check=True, capture_output=True)
+    requests(count)
+    subprocess.run(["callgrind_control", "--dump=measured", str(server.proc.pid)], check=True, capture_output=True)
+    conn.close()
+    server.stop()
+    dump = Path(f"{out}.2")
+    total = int(re.search(r"^summary: (\d+)", dump.read_text(), re.M).group(1))
+    for f in RESULTS.glob(f"callgrind.{os.getpid()}.out*"):
+        f.unlink()
+    return total / count
+
+
 def build(target):
     # musl targets are built the way the image builds them: cargo-zigbuild (mimalloc is C).
     tool = "zigbuild" if target and target.endswith("-musl") else "build"
@@ -158,6 +185,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds per variant")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--no-callgrind", action="store_true",
+                        help="skip the deterministic instruction counts (needs valgrind)")
     parser.add_argument("--log-level", default="info",
                         help="APP__LOG__LEVEL of every variant (info: one JSON line per request)")
     args = parser.parse_args()
@@ -191,6 +220,14 @@ def main():
 
     def median(name, path, key="rps"):
         return statistics.median(r[key] for r in runs[(name, path)])
+
+    instructions = {}
+    if not args.no_callgrind:
+        for name, argv in variants.items():
+            for path in paths:
+                instructions[(name, path)] = instructions_per_request(argv, path, 2000)
+                print(f"callgrind {name:<10} {path:<15} {instructions[(name, path)]:>9.0f} instructions/request",
+                      flush=True)
 
     starts = []
     for _ in range(5):
@@ -235,6 +272,7 @@ def main():
         "medians": {f"{v} {p}": {k: median(v, p, k) for k in ("rps", "cpu_us", "p50_ms", "p99_ms")}
                     for v in variants for p in paths},
         "peak_rss_mib": {k: v / MiB for k, v in peak_rss.items()},
+        "instructions_per_request": {f"{v} {p}": n for (v, p), n in instructions.items()},
         "figures": figures,
         "goals": {},
     }
@@ -249,10 +287,19 @@ def main():
     table = ["| variant, path | rps | CPU µs/request | p50 ms | p99 ms |", "|---|---|---|---|---|"] + [
         f"| {k} | {v['rps']:.0f} | {v['cpu_us']:.2f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |"
         for k, v in report["medians"].items()]
+    if instructions:
+        ir = lambda v, p: instructions[(v, p)]
+        table += ["", "| variant, path | user-space instructions/request (callgrind) |", "|---|---|"] + [
+            f"| {v} {p} | {n:,.0f} |" for (v, p), n in instructions.items()]
+        figures["metrics_layer_instructions_ratio"] = ir("no-metrics", "/api/v1/health") / ir("full", "/api/v1/health")
+        figures["info_vs_health_instructions_ratio"] = ir("full", "/api/v1/health") / ir("full", "/api/v1/info")
     extra = [f"- capacity = requests per CPU-second of the server (1 / median CPU µs per request)",
              f"- by raw rps instead: metrics layer {figures['metrics_layer_rps_ratio']:.3f}, "
              f"/info vs /health {figures['info_vs_health_rps_ratio']:.3f}",
              f"- full / bare capacity on /health: {figures['full_vs_bare_ratio']:.3f}",
+             *([f"- by user-space instructions (deterministic): metrics layer "
+                f"{figures['metrics_layer_instructions_ratio']:.3f}, /info vs /health "
+                f"{figures['info_vs_health_instructions_ratio']:.3f}"] if instructions else []),
              f"- metrics layer on /info: {figures['metrics_layer_ratio_info']:.3f}",
              f"- /metrics after 10k unknown paths: {metrics_size} bytes",
              f"- peak RSS per variant (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in report['peak_rss_mib'].items())]

@@ -2,6 +2,6 @@
 # `make bench`: installs wrk, then runs the paired benchmark (scripts/bench.py --help).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-apt_install wrk util-linux
+apt_install wrk util-linux valgrind
 "$ROOT/scripts/tools.sh"   # the static build's toolchain: musl targets, zig, cargo-zigbuild
 exec python3 "$ROOT/scripts/bench.py" "$@"
