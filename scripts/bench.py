@@ -14,6 +14,7 @@ Results are printed and saved to bench/results/latest.{json,md}.
 """
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -126,7 +127,6 @@ def wrk(url, seconds, connections, server=None):
 
 def unknown_paths(server, count):
     """`count` distinct unknown paths over one keep-alive connection (bounded)."""
-    import http.client
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     deadline = time.monotonic() + 120
     for i in range(count):
@@ -144,7 +144,6 @@ def instructions_per_request(argv, path, count):
     out = RESULTS / f"callgrind.{os.getpid()}.out"
     server = Server(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + argv)
     server.first_healthy_ms(limit_s=60)
-    import http.client
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
 
     def requests(n):

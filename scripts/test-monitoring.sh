@@ -62,16 +62,6 @@ step() {
   fi
 }
 
-# expect_fail PATTERN CMD...: CMD must fail and say PATTERN.
-expect_fail() {
-  local pattern=$1 out
-  shift
-  if out=$("$@" 2>&1); then
-    echo "expected a failure, got success"
-    return 1
-  fi
-  grep -F -- "$pattern" <<<"$out"
-}
 
 # amtool_route LABELS RECEIVER: the routing tree sends an alert with LABELS to RECEIVER.
 amtool_route() {

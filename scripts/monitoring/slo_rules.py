@@ -98,6 +98,17 @@ def record(name: str, expr: str, labels: dict[str, str]) -> str:
     )
 
 
+def sli_records(windows, slos, selector, service):
+    """One `slo:sli_error:ratio_rate<window>` record per window and SLO."""
+    return [
+        record(f"slo:sli_error:ratio_rate{window}",
+               error_ratio_expr(slo, selector, window, cfg.get("threshold_seconds")),
+               {"service": service, "slo": slo})
+        for window in windows
+        for slo, cfg in slos.items()
+    ]
+
+
 def render(spec: dict) -> str:
     service = spec["service"]
     selector = spec["selector"]
@@ -118,10 +129,7 @@ def render(spec: dict) -> str:
         f"  - name: slo-{service}-sli-short\n",
         "    rules:\n",
     ]
-    for window in short:
-        for slo, cfg in slos.items():
-            expr = error_ratio_expr(slo, selector, window, cfg.get("threshold_seconds"))
-            out.append(record(f"slo:sli_error:ratio_rate{window}", expr, {"service": service, "slo": slo}))
+    out += sli_records(short, slos, selector, service)
 
     out += [
         "\n",
@@ -129,10 +137,7 @@ def render(spec: dict) -> str:
         f"    interval: {LONG_GROUP_INTERVAL}\n",
         "    rules:\n",
     ]
-    for window in long:
-        for slo, cfg in slos.items():
-            expr = error_ratio_expr(slo, selector, window, cfg.get("threshold_seconds"))
-            out.append(record(f"slo:sli_error:ratio_rate{window}", expr, {"service": service, "slo": slo}))
+    out += sli_records(long, slos, selector, service)
     # The SLI series carry job from `sum by (job)`; the job is named after the service.
     job = f'job="{service}"'
     for slo, cfg in slos.items():
