@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help run build up test tools lint fmt test-rust static bench test-monitoring \
+.PHONY: help run build up up-tracing test tools lint fmt test-rust static bench test-monitoring \
         test-loadtest test-deploy loadtest zero-downtime sync-chart-assets
 
 help: ## list the targets
@@ -14,6 +14,9 @@ run: ## run the backend locally with default settings (API :4000, metrics :9464)
 
 up: ## the whole stack with Docker: backend, load balancer, Prometheus, Alertmanager, Grafana
 	docker compose up --build
+
+up-tracing: ## the same plus Jaeger (UI 127.0.0.1:16686), with the backend exporting traces to it
+	OTLP_ENDPOINT=http://jaeger:4318 docker compose --profile tracing up --build
 
 build: ## release build of the backend
 	cargo build --locked --release -p backend
@@ -35,8 +38,8 @@ test-rust: ## unit, router and integration tests (cargo-nextest)
 static: ## build the image's static binaries (amd64, arm64) as the Dockerfile does; size and smoke checks
 	scripts/static.sh
 
-bench: ## load /health and /info against a no-layer baseline; writes bench/results/latest.*
-	scripts/bench.sh
+bench: ## paired load benchmark vs no-layer baselines (BENCH_ARGS="--baseline-rev REV"); bench/results/latest.*
+	scripts/bench.sh $(BENCH_ARGS)
 
 test-monitoring: ## compose file, Prometheus rules and their unit tests, Alertmanager, dashboards, live end-to-end
 	scripts/test-monitoring.sh

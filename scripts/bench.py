@@ -4,9 +4,12 @@
 Every figure is measured in one run against baselines built by the same toolchain, so the
 ratios hold across machines even when absolute numbers do not:
 
-  full        the shipped binary (all layers, metrics, JSON request logs at info)
+  full        the shipped binary (all layers, metrics, JSON request logs at info), traces off
+  traces      the same binary exporting every request's span over OTLP to a sink on 127.0.0.1
   no-metrics  the same server without the axum-prometheus layer
   bare        the routes with no layers at all
+  rev         with --baseline-rev REV: the shipped binary built from git revision REV, e.g. to
+              show what a change costs (the commit before traces existed: traces off is free)
 
 Servers run pinned to CPU 0 (so tokio sizes itself to one worker, like a 1-CPU container) and
 wrk to CPU 1. Variants are interleaved round by round and the median of the rounds is kept.
@@ -15,6 +18,7 @@ Results are printed and saved to bench/results/latest.{json,md}.
 
 import argparse
 import http.client
+import http.server
 import json
 import os
 import re
@@ -22,6 +26,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -138,11 +144,33 @@ def unknown_paths(server, count):
     conn.close()
 
 
-def instructions_per_request(argv, path, count):
+class OtlpSink(http.server.BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP exports and drops them: the `traces` variant pays for producing and
+    sending spans, not for a collector."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def start_otlp_sink():
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{sink.server_address[1]}"
+
+
+def instructions_per_request(argv, env, path, count):
     """User-space instructions per request under callgrind: deterministic, so a few-percent
     difference is visible on a noisy machine (kernel time, ~half of the CPU, is not counted)."""
     out = RESULTS / f"callgrind.{os.getpid()}.out"
-    server = Server(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + argv)
+    server = Server(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + argv, env)
     server.first_healthy_ms(limit_s=60)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
 
@@ -164,16 +192,32 @@ def instructions_per_request(argv, path, count):
     return total / count
 
 
-def build(target):
+def build(target, source=ROOT, examples=True, target_dir=ROOT / "target"):
     # musl targets are built the way the image builds them: cargo-zigbuild (mimalloc is C).
     tool = "zigbuild" if target and target.endswith("-musl") else "build"
-    cargo = ["cargo", tool, "--locked", "--release", "-p", "backend", "--bins",
-             "--example", "bench_server"]
+    cargo = ["cargo", tool, "--locked", "--release", "-p", "backend", "--bins"]
+    if examples:
+        cargo += ["--example", "bench_server"]
     if target:
         cargo += ["--target", target]
-    subprocess.run(cargo, cwd=ROOT, check=True)
-    out = ROOT / "target" / (target or "") / "release"
+    subprocess.run(cargo, cwd=source, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(target_dir)})
+    out = target_dir / (target or "") / "release"
     return out / "backend", out / "examples" / "bench_server"
+
+
+def build_revision(target, rev, workdir):
+    """The shipped binary of git revision `rev`, built in a detached worktree under `workdir`
+    with a target directory of its own (kept, so dependencies are compiled once)."""
+    tree = Path(workdir) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
+    try:
+        backend, _ = build(target, tree, examples=False, target_dir=ROOT / "target" / "bench-rev")
+        kept = Path(workdir) / "backend"
+        kept.write_bytes(backend.read_bytes())
+        kept.chmod(0o755)
+        return kept
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
 
 
 def main():
@@ -188,22 +232,29 @@ def main():
                         help="skip the deterministic instruction counts (needs valgrind)")
     parser.add_argument("--log-level", default="info",
                         help="APP__LOG__LEVEL of every variant (info: one JSON line per request)")
+    parser.add_argument("--baseline-rev", metavar="REV",
+                        help="also measure the shipped binary built from this git revision")
     args = parser.parse_args()
 
     Server.log_level = args.log_level
     backend, bench_server = build(args.target)
+    # name -> (argv, extra environment)
     variants = {
-        "full": [str(backend)],
-        "no-metrics": [str(bench_server), "no-metrics"],
-        "bare": [str(bench_server), "bare"],
+        "full": ([str(backend)], {}),
+        "traces": ([str(backend)], {"APP__TRACING__OTLP_ENDPOINT": start_otlp_sink()}),
+        "no-metrics": ([str(bench_server), "no-metrics"], {}),
+        "bare": ([str(bench_server), "bare"], {}),
     }
+    scratch = tempfile.TemporaryDirectory(prefix="bench-rev-")
+    if args.baseline_rev:
+        variants["rev"] = ([str(build_revision(args.target, args.baseline_rev, scratch.name))], {})
     paths = ["/api/v1/health", "/api/v1/info"]
     runs = {(v, p): [] for v in variants for p in paths}
     peak_rss = {}
 
     for round_ in range(args.rounds):
-        for name, argv in variants.items():
-            server = Server(argv)
+        for name, (argv, env) in variants.items():
+            server = Server(argv, env)
             server.first_healthy_ms()
             # Alternate which path goes first: the first run on a fresh server reads slower.
             for path in paths if round_ % 2 == 0 else reversed(paths):
@@ -222,19 +273,19 @@ def main():
 
     instructions = {}
     if not args.no_callgrind:
-        for name, argv in variants.items():
+        for name, (argv, env) in variants.items():
             for path in paths:
-                instructions[(name, path)] = instructions_per_request(argv, path, 2000)
+                instructions[(name, path)] = instructions_per_request(argv, env, path, 2000)
                 print(f"callgrind {name:<10} {path:<15} {instructions[(name, path)]:>9.0f} instructions/request",
                       flush=True)
 
     starts = []
     for _ in range(5):
-        server = Server(variants["full"])
+        server = Server(*variants["full"])
         starts.append(server.first_healthy_ms())
         server.stop()
 
-    server = Server(variants["full"])
+    server = Server(*variants["full"])
     server.first_healthy_ms()
     unknown_paths(server, 10_000)
     metrics_size = len(urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read())
@@ -254,6 +305,9 @@ def main():
         "metrics_layer_ratio": capacity("full", "/api/v1/health") / capacity("no-metrics", "/api/v1/health"),
         "metrics_layer_ratio_info": capacity("full", "/api/v1/info") / capacity("no-metrics", "/api/v1/info"),
         "full_vs_bare_ratio": capacity("full", "/api/v1/health") / capacity("bare", "/api/v1/health"),
+        "traces_on_ratio": capacity("traces", "/api/v1/health") / capacity("full", "/api/v1/health"),
+        **({"full_vs_rev_ratio": capacity("full", "/api/v1/health") / capacity("rev", "/api/v1/health")}
+           if "rev" in variants else {}),
         "info_vs_health_ratio": capacity("full", "/api/v1/info") / capacity("full", "/api/v1/health"),
         "metrics_layer_rps_ratio": median("full", "/api/v1/health") / median("no-metrics", "/api/v1/health"),
         "info_vs_health_rps_ratio": median("full", "/api/v1/info") / median("full", "/api/v1/health"),
@@ -266,7 +320,7 @@ def main():
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "target": args.target, "seconds": args.seconds, "rounds": args.rounds,
-        "log_level": args.log_level,
+        "log_level": args.log_level, "baseline_rev": args.baseline_rev,
         "connections": args.connections, "cpus": os.cpu_count(),
         "medians": {f"{v} {p}": {k: median(v, p, k) for k in ("rps", "cpu_us", "p50_ms", "p99_ms")}
                     for v in variants for p in paths},
@@ -292,6 +346,9 @@ def main():
             f"| {v} {p} | {n:,.0f} |" for (v, p), n in instructions.items()]
         figures["metrics_layer_instructions_ratio"] = ir("no-metrics", "/api/v1/health") / ir("full", "/api/v1/health")
         figures["info_vs_health_instructions_ratio"] = ir("full", "/api/v1/health") / ir("full", "/api/v1/info")
+        figures["traces_on_instructions_ratio"] = ir("full", "/api/v1/health") / ir("traces", "/api/v1/health")
+        if "rev" in variants:
+            figures["traces_off_vs_rev_instructions_ratio"] = ir("rev", "/api/v1/health") / ir("full", "/api/v1/health")
     extra = [f"- capacity = requests per CPU-second of the server (1 / median CPU µs per request)",
              f"- by raw rps instead: metrics layer {figures['metrics_layer_rps_ratio']:.3f}, "
              f"/info vs /health {figures['info_vs_health_rps_ratio']:.3f}",
@@ -300,6 +357,11 @@ def main():
                 f"{figures['metrics_layer_instructions_ratio']:.3f}, /info vs /health "
                 f"{figures['info_vs_health_instructions_ratio']:.3f}"] if instructions else []),
              f"- metrics layer on /info: {figures['metrics_layer_ratio_info']:.3f}",
+             f"- traces on / off (full) capacity on /health: {figures['traces_on_ratio']:.3f}"
+             + (f", by instructions {figures['traces_on_instructions_ratio']:.3f}" if instructions else ""),
+             *([f"- full / rev {args.baseline_rev} capacity on /health: {figures['full_vs_rev_ratio']:.3f}"
+                + (f", by instructions {figures['traces_off_vs_rev_instructions_ratio']:.3f}" if instructions else "")]
+               if args.baseline_rev else []),
              f"- /metrics after 10k unknown paths: {metrics_size} bytes",
              f"- peak RSS per variant (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in report['peak_rss_mib'].items())]
     markdown = "\n".join([f"Measured {report['when']} ({args.target}, {args.rounds} rounds x {args.seconds} s, "

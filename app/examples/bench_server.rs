@@ -15,9 +15,9 @@ use backend::{shutdown, telemetry};
 fn main() -> anyhow::Result<()> {
     let variant = std::env::args().nth(1).unwrap_or_default();
     let settings = Settings::load(None)?;
-    telemetry::init(&settings.log)?;
+    let telemetry = telemetry::init(&settings)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let shutdown = shutdown::signal();
         let metrics = Metrics::install();
         let state = AppState::new(&settings.info)?;
@@ -29,5 +29,7 @@ fn main() -> anyhow::Result<()> {
         };
         let server = Application::bind(settings, router, state.readiness, metrics).await?;
         server.run_until(shutdown).await
-    })
+    });
+    telemetry.shutdown();
+    served
 }

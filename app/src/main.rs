@@ -54,18 +54,20 @@ fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(&settings.log)?;
+    let telemetry = telemetry::init(&settings)?;
     // Tokio sizes its worker pool with `available_parallelism`, which follows the CPU affinity
     // and cgroup quota: the CPUs the container actually has (TOKIO_WORKER_THREADS overrides).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let shutdown = shutdown::signal();
         let app = Application::build(settings).await?;
         app.run_until(shutdown).await
-    })
+    });
+    telemetry.shutdown();
+    served
 }
 
 fn healthcheck(settings: Settings) -> anyhow::Result<()> {

@@ -134,11 +134,76 @@ impl Default for ShutdownSettings {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TracingSettings {
-    /// OTLP endpoint for trace export; empty turns export off.
+    /// Base URL of an OTLP/HTTP receiver (spans go to `<base>/v1/traces`); empty turns
+    /// trace export, and `traceparent` propagation, off.
     pub otlp_endpoint: String,
+    /// Share of new traces kept; a request with a `traceparent` follows its caller's decision.
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute traces are filed under.
+    pub service_name: String,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            service_name: env!("CARGO_PKG_NAME").into(),
+        }
+    }
+}
+
+impl TracingSettings {
+    pub fn enabled(&self) -> bool {
+        !self.otlp_endpoint.is_empty()
+    }
+
+    /// Where spans are posted, the same way OTEL_EXPORTER_OTLP_ENDPOINT is resolved.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.otlp_endpoint.trim_end_matches('/'))
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(SettingsError::invalid(
+                "tracing.sample_ratio",
+                self.sample_ratio,
+                "must be between 0 and 1",
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(SettingsError::invalid(
+                "tracing.service_name",
+                &self.service_name,
+                "must not be empty",
+            ));
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        let invalid = |reason: &str| {
+            Err(SettingsError::invalid(
+                "tracing.otlp_endpoint",
+                &self.otlp_endpoint,
+                reason,
+            ))
+        };
+        let Ok(uri) = self.otlp_endpoint.parse::<http::Uri>() else {
+            return invalid("not a URL");
+        };
+        // The exporter's HTTP client is built without TLS (no C code in the static binary):
+        // send to a collector on the node or in the cluster, which forwards over TLS.
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return invalid("must be an http://host[:port] URL (TLS: see docs/observability.md)");
+        }
+        if uri.path().trim_end_matches('/').ends_with("/v1/traces") {
+            return invalid("give the base URL: /v1/traces is appended");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,16 +321,7 @@ impl Settings {
             return Err(SettingsError::invalid("log.level", &self.log.level, e));
         }
         self.cors.validate()?;
-        let endpoint = &self.tracing.otlp_endpoint;
-        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
-        if !endpoint.is_empty() && !is_url {
-            return Err(SettingsError::invalid(
-                "tracing.otlp_endpoint",
-                endpoint,
-                "must be an http:// or https:// URL",
-            ));
-        }
-        Ok(())
+        self.tracing.validate()
     }
 }
 

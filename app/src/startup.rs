@@ -22,7 +22,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{MakeSpan, TraceLayer};
+use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
 use crate::error::{json_error_bodies, panic_response};
@@ -30,6 +31,7 @@ use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
 use crate::shutdown::Readiness;
+use crate::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -60,7 +62,9 @@ pub fn app(
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
-                    .make_span_with(request_span)
+                    .make_span_with(RequestSpan {
+                        traces: settings.tracing.enabled(),
+                    })
                     .on_request(())
                     .on_response(log_response)
                     .on_failure(()),
@@ -81,24 +85,48 @@ pub fn app(
     )
 }
 
-fn request_span<B>(request: &http::Request<B>) -> Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        target: REQUEST_LOG,
-        "request",
-        method = %request.method(),
-        route,
-        path = request.uri().path(),
-        request_id,
-    )
+/// The span of one request, which its log line reports. With traces on, it also continues the
+/// caller's W3C trace (`traceparent`) and names itself after the route, as OpenTelemetry's
+/// HTTP conventions ask. With traces off those fields stay empty, and log lines skip them.
+#[derive(Clone, Copy)]
+struct RequestSpan {
+    traces: bool,
+}
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> Span {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED, MatchedPath::as_str);
+        let request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            target: REQUEST_LOG,
+            "request",
+            method = %request.method(),
+            route,
+            path = request.uri().path(),
+            request_id,
+            trace_id = Empty,
+            otel.name = Empty,
+            otel.kind = Empty,
+        );
+        if self.traces {
+            let method = request.method();
+            if route == UNMATCHED {
+                span.record("otel.name", display(method));
+            } else {
+                span.record("otel.name", display(format_args!("{method} {route}")));
+            }
+            span.record("otel.kind", "server");
+            telemetry::continue_trace(&span, request.headers());
+        }
+        span
+    }
 }
 
 fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span) {

@@ -1,16 +1,67 @@
-//! Logging: one JSON object per line on stdout (or a human format), filtered by `log.level`.
+//! Logging and traces.
+//!
+//! Logs: one JSON object per line on stdout (or a human format), filtered by `log.level`.
+//! Traces (opt-in): when `tracing.otlp_endpoint` is set, every span that passes the same filter
+//! is also exported over OTLP/HTTP, and requests join the trace of an incoming `traceparent`.
+//! When it is not set, no OpenTelemetry code runs at all: the layer is `None`.
 
+use std::time::Duration;
+
+use anyhow::Context as _;
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::settings::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, Settings, TracingSettings};
 
-/// Installs the global subscriber. `log.level` was validated with the settings.
-pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&settings.level)?;
-    let registry = tracing_subscriber::registry().with(filter);
-    match settings.format {
+/// One export must not outlive the shutdown budget by much: a collector that is down delays
+/// exit by at most this (the batch processor drops spans rather than queueing without bound).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What `init` set up and `shutdown` must flush.
+#[must_use = "call shutdown() before exit, or buffered spans are lost"]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered. Call it after the runtime has stopped serving.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.traces
+            && let Err(error) = provider.shutdown_with_timeout(EXPORT_TIMEOUT)
+        {
+            tracing::warn!(%error, "could not flush the last spans");
+        }
+    }
+}
+
+/// Installs the global subscriber. `log.level` and `tracing.*` were validated with the settings.
+pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_new(&settings.log.level)?;
+    let traces = settings
+        .tracing
+        .enabled()
+        .then(|| tracer_provider(&settings.tracing))
+        .transpose()?;
+    let otel = traces.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+            // Thread ids and busy/idle timings mean little for tasks that hop between workers.
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+    });
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    match settings.log.format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
@@ -22,5 +73,36 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
             .try_init()?,
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
     }
-    Ok(())
+    Ok(Telemetry { traces })
+}
+
+fn tracer_provider(settings: &TracingSettings) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(settings.traces_url())
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .context("cannot build the OTLP span exporter (tracing.otlp_endpoint)")?;
+    // OTEL_RESOURCE_ATTRIBUTES and OTEL_BSP_* (batch size, delay, queue) still apply.
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.sample_ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+/// Joins a request's span to the W3C trace context of its headers and records the trace id,
+/// so the request's log line carries it. Only used when traces are on.
+pub fn continue_trace(span: &Span, headers: &http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    // Fails only when the span is disabled by the filter; then there is nothing to join.
+    let _ = span.set_parent(parent);
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", tracing::field::display(trace_id));
 }

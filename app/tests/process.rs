@@ -23,7 +23,7 @@ async fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
 
 #[tokio::test]
 async fn bad_settings_exit_non_zero_naming_the_key_and_value() {
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         ("PORT", "abc", &["PORT", "abc"]),
         (
             "APP__SERVER__PORT",
@@ -40,6 +40,21 @@ async fn bad_settings_exit_non_zero_naming_the_key_and_value() {
             "APP__CORS__ALLOWED_ORIGINS",
             "not-an-origin",
             &["cors.allowed_origins", "not-an-origin"],
+        ),
+        (
+            "APP__TRACING__OTLP_ENDPOINT",
+            "https://collector:4318",
+            &["tracing.otlp_endpoint", "https://collector:4318"],
+        ),
+        (
+            "APP__TRACING__OTLP_ENDPOINT",
+            "http://collector:4318/v1/traces",
+            &["tracing.otlp_endpoint", "/v1/traces is appended"],
+        ),
+        (
+            "APP__TRACING__SAMPLE_RATIO",
+            "1.5",
+            &["tracing.sample_ratio", "1.5"],
         ),
         (
             "APP__SERVER__PROT",

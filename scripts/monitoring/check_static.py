@@ -87,6 +87,14 @@ def check_compose(c: Checks, normalised_path: str) -> None:
         c.check(re.match(pattern, image) is not None, f"{name} image is official and pinned", image)
 
     c.check(services["jaeger"].get("profiles") == ["tracing"], "jaeger runs only with the tracing profile")
+    # Both ways to turn traces on must point the backend at Jaeger's OTLP/HTTP port.
+    jaeger_ports = set(map(str, services["jaeger"].get("expose", [])))
+    for where, text in ((".env.example", (ROOT / ".env.example").read_text()),
+                        ("Makefile", (ROOT / "Makefile").read_text())):
+        urls = re.findall(r"OTLP_ENDPOINT=(\S+)", text)
+        c.check(urls == ["http://jaeger:4318"] and "4318" in jaeger_ports,
+                f"{where} points the backend at jaeger:4318 (OTLP/HTTP), which jaeger exposes",
+                f"{urls}, jaeger exposes {sorted(jaeger_ports)}")
 
     # jmeter (issue C) is a one-shot job with its own rules; it is not checked here.
     for name, svc in services.items():

@@ -113,15 +113,17 @@ Called with (list <value> <default>); an empty value takes the default (the app'
 
 {{/*
 backend.terminationGracePeriodSeconds: the configured grace period, after checking that it
-exceeds the app's drain delay plus shutdown timeout (docs/contract.md, "Lifecycle"). A grace
-period that is too short would SIGKILL requests the app is still finishing.
+exceeds the app's drain delay plus shutdown timeout plus the 3 s bound on flushing traces
+(docs/contract.md, "Lifecycle"). A grace period that is too short would SIGKILL requests the app
+is still finishing.
 */}}
 {{- define "backend.terminationGracePeriodSeconds" -}}
 {{- $grace := int .Values.deployment.terminationGracePeriodSeconds }}
 {{- $drain := include "backend.durationMs" (list (get .Values.config "APP__SHUTDOWN__DRAIN_DELAY") "5s") | int }}
 {{- $timeout := include "backend.durationMs" (list (get .Values.config "APP__SHUTDOWN__TIMEOUT") "15s") | int }}
-{{- if le (mul $grace 1000) (add $drain $timeout) }}
-{{- fail (printf "deployment.terminationGracePeriodSeconds (%ds) must exceed APP__SHUTDOWN__DRAIN_DELAY + APP__SHUTDOWN__TIMEOUT (%dms)" $grace (add $drain $timeout)) }}
+{{- $needed := add $drain $timeout 3000 }}
+{{- if le (mul $grace 1000) $needed }}
+{{- fail (printf "deployment.terminationGracePeriodSeconds (%ds) must exceed APP__SHUTDOWN__DRAIN_DELAY + APP__SHUTDOWN__TIMEOUT + 3s trace flush (%dms)" $grace $needed) }}
 {{- end }}
 {{- $grace }}
 {{- end }}

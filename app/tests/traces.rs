@@ -1,0 +1,194 @@
+//! Traces, end to end: the real binary exports over OTLP/HTTP to a fake collector on 127.0.0.1,
+//! continues the caller's `traceparent`, logs the trace id, and flushes on shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use common::{TestProcess, spawn_process};
+use nix::sys::signal::Signal;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+type Exports = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+/// An OTLP/HTTP receiver that keeps every decoded export.
+async fn fake_collector() -> (SocketAddr, Exports) {
+    async fn receive(State(exports): State<Exports>, body: Bytes) -> &'static str {
+        let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+        exports.lock().unwrap().push(request);
+        ""
+    }
+    let exports = Exports::default();
+    let app = Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(exports.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, exports)
+}
+
+/// Every exported span as (trace id, parent span id, name, kind, service.name), hex-encoded.
+fn spans(exports: &Exports) -> Vec<(String, String, String, SpanKind, String)> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut spans = Vec::new();
+    for export in exports.lock().unwrap().iter() {
+        for resource_spans in &export.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref()?.value.clone());
+            let Some(Value::StringValue(service)) = service else {
+                panic!("no service.name in {resource_spans:?}");
+            };
+            for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
+                spans.push((
+                    hex(&span.trace_id),
+                    hex(&span.parent_span_id),
+                    span.name.clone(),
+                    span.kind(),
+                    service.clone(),
+                ));
+            }
+        }
+    }
+    spans
+}
+
+/// The `span.trace_id` of each request log line, in order.
+fn logged_trace_ids(logs: &[String]) -> Vec<Option<String>> {
+    logs.iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|json| json["target"] == "backend::http")
+        .map(|json| json["span"]["trace_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+async fn get(process: &TestProcess, traceparent: Option<&str>) {
+    let mut request = reqwest::Client::new().get(process.url("/api/v1/health"));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let response = request.send().await.expect("request");
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log_line() {
+    // Arrange: export to the fake collector; the default 5 s batch delay is left alone, so only
+    // the flush at shutdown can deliver the spans in time.
+    let (collector, exports) = fake_collector().await;
+    let endpoint = format!("http://{collector}");
+    let process = spawn_process(&[
+        ("APP__TRACING__OTLP_ENDPOINT", &endpoint),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+    ])
+    .await;
+
+    // Act: a sampled caller, a caller that decided not to sample, and no caller at all.
+    get(&process, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    get(
+        &process,
+        Some(&format!("00-{unsampled}-b7ad6b7169203331-00")),
+    )
+    .await;
+    get(&process, None).await;
+    process.signal(Signal::SIGTERM);
+    let (status, logs) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert: the log lines carry the trace ids, a fresh one for the request without a caller.
+    assert!(status.success(), "exit status {status}");
+    let ids = logged_trace_ids(&logs);
+    assert_eq!(ids.len(), 3, "three request lines in {logs:#?}");
+    assert_eq!(ids[0].as_deref(), Some(TRACE_ID));
+    assert_eq!(ids[1].as_deref(), Some(unsampled));
+    let fresh = ids[2].clone().expect("a trace id without traceparent");
+    assert!(
+        fresh.len() == 32 && fresh != "0".repeat(32) && fresh != TRACE_ID,
+        "fresh trace id {fresh}"
+    );
+
+    // Assert: the collector got the sampled server spans, children of their callers, and not the
+    // one its caller chose not to sample.
+    let spans = spans(&exports);
+    let name = "GET /api/v1/health".to_owned();
+    let server = SpanKind::Server;
+    let backend = "backend".to_owned();
+    assert!(
+        spans.contains(&(
+            TRACE_ID.into(),
+            PARENT_ID.into(),
+            name.clone(),
+            server,
+            backend.clone()
+        )),
+        "the caller's trace in {spans:#?}"
+    );
+    assert!(
+        spans.contains(&(fresh, String::new(), name, server, backend)),
+        "a root span for the request without traceparent in {spans:#?}"
+    );
+    assert!(
+        spans.iter().all(|span| span.0 != unsampled),
+        "unsampled trace exported: {spans:#?}"
+    );
+}
+
+#[tokio::test]
+async fn with_traces_off_a_traceparent_is_ignored_and_no_trace_id_is_logged() {
+    let process = spawn_process(&[("APP__SHUTDOWN__DRAIN_DELAY", "0s")]).await;
+
+    get(&process, Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
+    process.signal(Signal::SIGTERM);
+    let (status, logs) = process.finish(Duration::from_secs(15)).await;
+
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(logged_trace_ids(&logs), vec![None], "in {logs:#?}");
+}
+
+#[tokio::test]
+async fn a_collector_that_never_answers_delays_exit_by_a_bounded_time_only() {
+    // Arrange: a collector that accepts connections and never responds.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let process = spawn_process(&[
+        ("APP__TRACING__OTLP_ENDPOINT", &endpoint),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+    ])
+    .await;
+
+    // Act
+    get(&process, None).await;
+    let stopping = std::time::Instant::now();
+    process.signal(Signal::SIGTERM);
+    let (status, _) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert: the flush gives up after its export timeout (3 s) and the exit is still clean.
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "exit took {:?}",
+        stopping.elapsed()
+    );
+}
