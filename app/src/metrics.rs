@@ -3,6 +3,8 @@
 //!
 //! Metric names come from `.cargo/config.toml` (axum-prometheus reads them at compile time).
 
+mod handle_cache;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use axum_prometheus::{
 use http::{HeaderValue, header};
 
 use crate::error::ApiError;
+use handle_cache::CachingRecorder;
 
 /// Latency buckets in seconds. 0.15 is the SLO threshold the alerts, SLOs and the load-test gate
 /// use, so it must stay an exact boundary; 10 covers the default request timeout.
@@ -30,7 +33,7 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 pub const UNMATCHED: &str = "unmatched";
 
 /// Histogram samples wait in a buffer until upkeep folds them into buckets, and
-/// `install_recorder` runs no upkeep at all (the buffer grew 1.4 MiB/s under load). A short
+/// the recorder runs no upkeep by itself (the buffer grew 1.4 MiB/s under load). A short
 /// interval keeps that buffer, and so peak RSS, small; see docs/performance.md.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -38,18 +41,22 @@ pub type HttpMetricLayer = PrometheusMetricLayer<'static>;
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process-wide Prometheus recorder (a global: installed once, shared by every `Metrics`).
+/// The process-wide Prometheus recorder (a global: installed once, shared by every `Metrics`),
+/// behind a cache of the handles it gives out (see `handle_cache` for why).
 fn recorder() -> PrometheusHandle {
     RECORDER
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(AXUM_HTTP_REQUESTS_DURATION_SECONDS.to_string()),
                     &LATENCY_BUCKETS,
                 )
                 .expect("latency buckets are not empty")
-                .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(CachingRecorder::new(recorder))
+                .expect("no other metrics recorder is installed");
+            handle
         })
         .clone()
 }

@@ -103,6 +103,30 @@ async fn scraped_metrics_have_the_contract_names_labels_and_buckets() {
     );
 }
 
+/// Repeats go through the recorder's handle cache (src/metrics/handle_cache.rs): each label set
+/// must keep counting into its own series.
+#[tokio::test]
+async fn repeated_requests_count_into_their_own_series() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        app.get("/api/v1/health").await;
+        app.get("/api/v1/info").await;
+        app.get("/api/v1/info").await;
+        app.get("/nope").await;
+    }
+    let text = app.scrape().await;
+    for series in [
+        r#"http_requests_total{method="GET",status="200",endpoint="/api/v1/health"} 3"#,
+        r#"http_requests_total{method="GET",status="200",endpoint="/api/v1/info"} 6"#,
+        r#"http_requests_total{method="GET",status="404",endpoint="unmatched"} 3"#,
+        r#"http_request_duration_seconds_count{method="GET",status="200",endpoint="/api/v1/health"} 3"#,
+        r#"http_request_duration_seconds_count{method="GET",status="200",endpoint="/api/v1/info"} 6"#,
+        r#"http_requests_pending{method="GET",endpoint="/api/v1/info"} 0"#,
+    ] {
+        assert!(text.contains(series), "missing {series}\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn ten_thousand_unknown_paths_keep_metrics_small() {
     let app = spawn_app().await;
