@@ -1,4 +1,7 @@
 //! Test helpers: the real server in-process (`spawn_app`) or as the real binary (`spawn_process`).
+//!
+//! Run the tests with `cargo nextest run` (`make test-rust`): it gives every test its own process,
+//! which exact metric counts rely on, since the metrics recorder is process-wide.
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::collections::HashMap;
