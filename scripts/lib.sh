@@ -28,14 +28,17 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# pip_install NAME==VERSION...: PyPI packages, into the project's own virtualenv.
+# pip_install NAME==VERSION...: PyPI packages, into the virtualenv $VENV (the project's own by
+# default; `VENV=dir pip_install ...` for another), skipping those already at their pin.
 pip_install() {
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   local missing=() spec installed
+  # One `pip list` read whole (a `pip show | grep -q` per package is slow and can die of SIGPIPE
+  # under pipefail); both sides normalised alike, as PyPI compares names.
+  installed=$("$VENV/bin/pip" list --format=freeze --disable-pip-version-check 2>/dev/null || true)
+  installed=$(tr '[:upper:]_.' '[:lower:]--' <<<"$installed")
   for spec in "$@"; do
-    # Capture first: `pip show | grep -q` can die of SIGPIPE under pipefail on long metadata.
-    installed=$("$VENV/bin/pip" show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p' || true)
-    [ "$installed" = "${spec##*==}" ] || missing+=("$spec")
+    grep -qxF "$(tr '[:upper:]_.' '[:lower:]--' <<<"$spec")" <<<"$installed" || missing+=("$spec")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "pip: ${missing[*]}"

@@ -50,24 +50,9 @@ install_helm_kubectl() {
   [ "$("$TOOLS/bin/helm" version --template '{{.Version}}')" = "$HELM_VERSION" ] || die "helm is not $HELM_VERSION"
 }
 
-# venv_install VENV NAME==VERSION...: pip_install into VENV, for the specs not installed yet.
-# The check is one `pip list` read whole: lib.sh's per-package `pip show | grep -q` can see a
-# broken pipe on packages with a long `pip show` (e.g. a license text) and reinstall every run.
-venv_install() {
-  local venv=$1 installed spec missing=()
-  shift
-  installed=$("$venv/bin/pip" list --format=freeze --disable-pip-version-check 2>/dev/null || true)
-  installed=$(tr '[:upper:]_' '[:lower:]-' <<<"$installed")
-  for spec in "$@"; do
-    grep -qxF "$(tr '[:upper:]_' '[:lower:]-' <<<"$spec")" <<<"$installed" || missing+=("$spec")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  VENV="$venv" pip_install "${missing[@]}"
-}
-
 deploy_tools() {
   install_helm_kubectl
   apt_install yamllint shellcheck
-  venv_install "$DEPLOY_VENV" "${DEPLOY_PY_PACKAGES[@]}"
-  venv_install "$CHECKOV_VENV" "checkov==$CHECKOV_VERSION"
+  VENV="$DEPLOY_VENV" pip_install "${DEPLOY_PY_PACKAGES[@]}"
+  VENV="$CHECKOV_VENV" pip_install "checkov==$CHECKOV_VERSION"
 }
