@@ -17,6 +17,6 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do  # the image's two platforms
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 done
-command -v cargo-nextest >/dev/null || cargo_install cargo-nextest "$NEXTEST_VERSION"
+cargo_install cargo-nextest "$NEXTEST_VERSION"
 cargo_install cargo-zigbuild "$ZIGBUILD_VERSION"
 log "tools ready"
