@@ -117,14 +117,7 @@ kube_validate_rejects_unknown_field() {
 # listeners to 127.0.0.1, so nothing listens beyond this machine. A subshell: wait_http may die.
 app_starts_with_rendered_settings() (
   local settings=() api metrics pid
-  mapfile -d '' settings < <("$DEPLOY_VENV/bin/python" - "$OUT/renders/$1.yaml" <<'PY'
-import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-data = next(d["data"] for d in docs if d["kind"] == "ConfigMap" and "APP__SERVER__PORT" in d.get("data", {}))
-for key, value in data.items():
-    sys.stdout.write(f"{key}={value}\0")
-PY
-  )
+  mapfile -d '' settings < <("$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/test_chart.py" --settings "$OUT/renders/$1.yaml")
   [ ${#settings[@]} -gt 0 ] || { echo "no settings ConfigMap in $1"; return 1; }
   api=$(free_port)
   metrics=$(free_port)
@@ -248,15 +241,15 @@ main() {
   check "rules and dashboards in the chart equal monitoring/" "$ROOT/scripts/sync-chart-assets.sh" --check
 
   log "checkov (one run: rendered chart, Argo CD objects, Dockerfile, workflows)"
-  local scan=("$OUT"/renders/{default,all-on,staging,production}.yaml "$ROOT"/deploy/argocd/*.yaml
-    "$ROOT"/.github/workflows/*.yaml)
+  local scan=() scan_frameworks=kubernetes,github_actions
+  for name in "${RENDERINGS[@]}"; do scan+=("$OUT/renders/$name.yaml"); done
+  scan+=("$ROOT"/deploy/argocd/*.yaml "$ROOT"/.github/workflows/*.yaml)
   if [ -f "$ROOT/app/Dockerfile" ]; then
     scan+=("$ROOT/app/Dockerfile")
+    scan_frameworks+=,dockerfile
   else
     skip "checkov: app/Dockerfile (not written yet)"
   fi
-  local scan_frameworks=kubernetes,github_actions
-  [ -f "$ROOT/app/Dockerfile" ] && scan_frameworks+=,dockerfile
   check "checkov: ${#scan[@]} files, 0 failed checks" checkov_scan "$scan_frameworks" "${scan[@]}"
   check "checkov fails an insecure pod (negative control)" checkov_rejects_insecure_pod
 

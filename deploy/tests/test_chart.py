@@ -2,14 +2,19 @@
 """Assertions on the rendered chart, the Argo CD objects and the workflows.
 
     test_chart.py RENDER_DIR
+    test_chart.py --settings RENDER_FILE
 
 RENDER_DIR holds the `helm template` outputs scripts/test-deploy.sh made: default.yaml,
 all-on.yaml, staging.yaml, production.yaml (the environments) and fixture.yaml (a chart copy
 with a fixture dashboard, so the dashboard template is exercised whatever monitoring/ holds).
 One function per behaviour; each prints `ok` or `FAIL` with the reason. The last line is
 `RESULT passed=N failed=M` for the calling script.
+
+With --settings it prints the APP__ settings of one rendering's ConfigMap as KEY=VALUE, each
+ended by a NUL byte, for scripts/test-deploy.sh to start the app with.
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -100,6 +105,7 @@ def duration_ms(text):
     return int(match[1]) * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}[match[2]]
 
 
+@functools.cache
 def contract():
     return (ROOT / "docs" / "contract.md").read_text()
 
@@ -135,6 +141,15 @@ def all_pod_specs(r):
     specs = [(f"{r.name}/Deployment", r.pod_spec)]
     specs += [(f"{r.name}/Pod/{p['metadata']['name']}", p["spec"]) for p in r.all("Pod")]
     return specs
+
+
+@functools.cache
+def crd_schema(filename):
+    return json.loads((SCHEMAS / filename).read_text())
+
+
+def validate(doc, schema_file):
+    jsonschema.validate(doc, crd_schema(schema_file), cls=jsonschema.Draft202012Validator)
 
 
 def values_defaults():
@@ -293,8 +308,9 @@ def test_schema_config_keys_are_the_contract_settings_less_the_chart_managed_one
     schema = json.loads((CHART / "values.schema.json").read_text())
     keys = set(schema["properties"]["config"]["properties"])
     managed = {"APP__SERVER__PORT", "APP__METRICS__PORT", "APP__SERVER__HOST", "APP__METRICS__HOST"}
-    assert keys == contract_setting_keys() - managed, \
-        f"schema vs contract: missing {contract_setting_keys() - managed - keys}, extra {keys - contract_setting_keys()}"
+    contract_keys = contract_setting_keys()
+    assert keys == contract_keys - managed, \
+        f"schema vs contract: missing {contract_keys - managed - keys}, extra {keys - contract_keys}"
 
 
 # --- the chart: security ---------------------------------------------------------------------
@@ -445,38 +461,33 @@ def test_crd_objects_match_their_schemas(R):
         ("argoproj.io/v1alpha1", "Application"): "application-v1alpha1.json",
     }
     docs = [(r.name, d) for r in R.values() for d in r.docs]
-    docs += [(p.name, d) for p in sorted(ARGOCD.glob("*.yaml")) for d in load_docs(p)]
+    docs += argocd_docs()
     seen = set()
     for where, d in docs:
         key = (d["apiVersion"], d["kind"])
         if "." in d["apiVersion"].split("/")[0] and not d["apiVersion"].endswith("k8s.io/v1"):
             assert key in schemas, f"{where}: no schema for {key}"
         if key in schemas:
-            schema = json.loads((SCHEMAS / schemas[key]).read_text())
-            jsonschema.validate(d, schema, cls=jsonschema.Draft202012Validator)
+            validate(d, schemas[key])
             seen.add(key)
     assert seen == set(schemas), f"never validated: {set(schemas) - seen}"
 
 
 @test
 def test_crd_schemas_reject_a_broken_object(R):
+    def rejected(doc, schema_file):
+        try:
+            validate(doc, schema_file)
+        except jsonschema.ValidationError:
+            return True
+        return False
+
     es = json.loads(json.dumps(R["all-on"].one("ExternalSecret")))
     es["apiVersion"] = "external-secrets.io/v1beta1"
-    schema = json.loads((SCHEMAS / "externalsecret-v1.json").read_text())
-    try:
-        jsonschema.validate(es, schema, cls=jsonschema.Draft202012Validator)
-    except jsonschema.ValidationError:
-        pass
-    else:
-        raise AssertionError("the ExternalSecret schema accepted v1beta1")
+    assert rejected(es, "externalsecret-v1.json"), "the ExternalSecret schema accepted v1beta1"
     rule = json.loads(json.dumps(R["all-on"].all("PrometheusRule")[0]))
     rule["spec"]["groups"][0]["rules"][0]["exper"] = "typo"
-    try:
-        jsonschema.validate(rule, json.loads((SCHEMAS / "prometheusrule-v1.json").read_text()))
-    except jsonschema.ValidationError:
-        pass
-    else:
-        raise AssertionError("the PrometheusRule schema accepted a misspelt key")
+    assert rejected(rule, "prometheusrule-v1.json"), "the PrometheusRule schema accepted a misspelt key"
 
 
 # --- chart metadata and values ---------------------------------------------------------------
@@ -545,12 +556,14 @@ def test_bump_script_rewrites_only_the_image_lines(R):
 # --- Argo CD ---------------------------------------------------------------------------------
 
 
+@functools.cache
+def argocd_docs():
+    """(file name, object) for every object in deploy/argocd/."""
+    return [(p.name, d) for p in sorted(ARGOCD.glob("*.yaml")) for d in load_docs(p)]
+
+
 def argocd_objects():
-    objs = {}
-    for path in sorted(ARGOCD.glob("*.yaml")):
-        for d in load_docs(path):
-            objs[(d["kind"], d["metadata"]["name"])] = d
-    return objs
+    return {(d["kind"], d["metadata"]["name"]): d for _, d in argocd_docs()}
 
 
 @test
@@ -650,7 +663,16 @@ def test_dependabot_updates_cargo_actions_and_docker(R):
 # --- runner ----------------------------------------------------------------------------------
 
 
+def print_settings(render_file):
+    r = Rendering(Path(render_file).stem, load_docs(render_file))
+    for key, value in app_config(r).items():
+        sys.stdout.write(f"{key}={value}\0")
+    return 0
+
+
 def main():
+    if sys.argv[1] == "--settings":
+        return print_settings(sys.argv[2])
     render_dir = Path(sys.argv[1])
     R = {name: Rendering(name, load_docs(render_dir / f"{name}.yaml")) for name in (*RENDERINGS, "fixture")}
     passed = failed = 0

@@ -78,13 +78,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $tag }}
 {{- end }}
 
-{{/* repository:tag, or repository:tag@digest when a digest is given. */}}
-{{- define "backend.image" -}}
-{{- $ref := printf "%s:%s" .Values.image.repository (include "backend.imageTag" .) }}
-{{- if .Values.image.digest }}
-{{- $ref = printf "%s@%s" $ref .Values.image.digest }}
+{{/*
+backend.imageRef: repository:tag, or repository:tag@digest when a digest is given.
+Called with (list <image values> <tag>).
+*/}}
+{{- define "backend.imageRef" -}}
+{{- $image := index . 0 }}
+{{- $ref := printf "%s:%s" $image.repository (index . 1) }}
+{{- with $image.digest }}
+{{- $ref = printf "%s@%s" $ref . }}
 {{- end }}
 {{- $ref }}
+{{- end }}
+
+{{/* The app's image: image.repository, the checked tag, image.digest. */}}
+{{- define "backend.image" -}}
+{{- include "backend.imageRef" (list .Values.image (include "backend.imageTag" .)) }}
+{{- end }}
+
+{{/*
+backend.fileObjectName: the name of an object rendered from a file under files/:
+<fullname>-<infix><file name without extension, lower case, _ and . as ->, at most 63 characters.
+Called with (list $ <infix> <path>).
+*/}}
+{{- define "backend.fileObjectName" -}}
+{{- $path := index . 2 }}
+{{- $stem := base $path | trimSuffix (ext $path) | replace "_" "-" | replace "." "-" | lower }}
+{{- printf "%s-%s%s" (include "backend.fullname" (index . 0)) (index . 1) $stem | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The Secret the pods load with envFrom, if any: the ExternalSecret's target, else existingSecret. */}}
