@@ -4,9 +4,9 @@
 #   jmeter/run.sh [-Jname=value ...]        e.g. jmeter/run.sh -Jthreads=20 -Jhold=120
 #
 # Environment: JMETER (the jmeter command, default: jmeter on PATH), OUT (results folder, default
-# jmeter/results), SLO (SLO file for the gate), GATE=0 to skip the gate. Writes OUT/results.jtl and
-# OUT/jmeter.log, plus the HTML dashboard in OUT/report with JMeter >= 3. The exit code is the
-# gate's: 0 pass, 1 SLO broken, 2 no usable results.
+# jmeter/results), SLO (SLO file for the gate and the plan's duration assertion), GATE=0 to skip
+# the gate. Writes OUT/results.jtl and OUT/jmeter.log, plus the HTML dashboard in OUT/report with
+# JMeter >= 3. The exit code is the gate's: 0 pass, 1 SLO broken, 2 no usable results.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
@@ -47,9 +47,26 @@ compat_args() {
     "-Juser.classpath=$dir"
 }
 
+# slo_threshold_ms: the latency threshold of the SLO file the gate judges by, for the plan's duration
+# assertion (the plan's own default is for runs without this script, e.g. compose).
+slo_threshold_ms() {
+  PYTHONPATH="$HERE" python3 - ${SLO:+"$SLO"} <<'PY'
+import sys
+from pathlib import Path
+import slo_gate
+try:
+    slo = slo_gate.load_slo(Path(sys.argv[1]) if len(sys.argv) > 1 else slo_gate.DEFAULT_SLO)
+except slo_gate.InputError as err:
+    sys.exit(f"slo-gate: FAIL: {err}")
+print(round(slo.latency_threshold_ms))  # whole milliseconds, as the assertion takes them
+PY
+}
+
 home=$(jmeter_home)
 version=$(jmeter_version "$home")
-args=(-n -t "$HERE/load_test.jmx" -q "$HERE/jmeter.properties" -l "$OUT/results.jtl" -j "$OUT/jmeter.log")
+threshold_ms=$(slo_threshold_ms) || exit 2
+args=(-n -t "$HERE/load_test.jmx" -q "$HERE/jmeter.properties" -l "$OUT/results.jtl" -j "$OUT/jmeter.log"
+  -Jlatency_threshold_ms="$threshold_ms")
 if [ "${version%%.*}" -lt 5 ]; then
   mapfile -t -O ${#args[@]} args < <(compat_args "$home")
 fi

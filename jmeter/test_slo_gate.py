@@ -169,6 +169,16 @@ class SloFileTest(GateTest):
                 slo_gate.load_slo(path)
 
 
+class RepositoryDefaultsTest(unittest.TestCase):
+    def test_the_plan_and_dashboard_defaults_are_the_slo_threshold(self):
+        # run.sh passes the SLO file's threshold; runs without it (compose) use these defaults
+        ms = f"{slo_gate.load_slo(slo_gate.DEFAULT_SLO).latency_threshold_ms:g}"
+        here = Path(slo_gate.__file__).resolve().parent
+        self.assertIn(f"${{__P(latency_threshold_ms,{ms})}}", (here / "load_test.jmx").read_text(encoding="utf-8"))
+        self.assertIn(f"\njmeter.reportgenerator.apdex_satisfied_threshold={ms}\n",
+                      (here / "jmeter.properties").read_text(encoding="utf-8"))
+
+
 class GateVerdictTest(GateTest):
     def run_rows(self, rows, *extra):
         return self.gate(self.jtl(HEADER_5, rows), *extra)

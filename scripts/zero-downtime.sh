@@ -118,11 +118,12 @@ requests=$(awk '/requests in/ { print $1 }' "$TMP/wrk.txt")
 non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$TMP/wrk.txt")
 socket=$(awk '/Socket errors/ { for (i = 3; i <= NF; i++) n += $i; print n }' "$TMP/wrk.txt")
 non2xx=${non2xx:-0} socket=${socket:-0} # wrk prints these lines only when they are not zero
-# From nginx: requests answered with another status; requests retried on the other instance; 499s,
-# requests wrk abandoned in flight when it was stopped (at most one per connection).
-read -r logged bad retried abandoned < <(awk -F'|' '{ n++ } $1 == 499 { a++; next } $1 !~ /^2/ { bad++ }
-  $2 ~ /,/ { r++ } END { print n + 0, bad + 0, r + 0, a + 0 }' "$TMP/access.log")
-by_instance=$(awk -F'|' '{ n = split($2, a, ", "); last[a[n]]++ } END { for (u in last) printf "%s=%d ", u, last[u] }' "$TMP/access.log")
+# From nginx, in one pass: requests answered with another status; requests retried on the other
+# instance; 499s, requests wrk abandoned in flight when it was stopped (at most one per connection);
+# then, per instance, the requests it answered last (the rest of the line).
+read -r logged bad retried abandoned by_instance < <(awk -F'|' '{ n++; k = split($2, u, ", "); last[u[k]]++ }
+  $1 == 499 { a++; next } $1 !~ /^2/ { bad++ } $2 ~ /,/ { r++ }
+  END { printf "%d %d %d %d", n, bad, r, a; for (i in last) printf " %s=%d", i, last[i]; print "" }' "$TMP/access.log")
 
 printf 'zero-downtime: %s requests in %ss, %s non-2xx, %s socket errors; nginx: %s logged, %s non-2xx, %s retried on the other instance, %s abandoned by wrk at stop; served by %s\n' \
   "$requests" "$elapsed" "$non2xx" "$socket" "$logged" "$bad" "$retried" "$abandoned" "$by_instance"
