@@ -76,9 +76,10 @@ compose() { env -u GF_ADMIN_PASSWORD "$COMPOSE" --project-directory "$ROOT" -f d
 log "static checks"
 step "SLO rules are up to date with monitoring/slo.yaml" "$PY" scripts/monitoring/slo_rules.py --check
 step "compose: config -q (with .env.example)" compose --env-file .env.example config -q
-step "compose: config -q --profile tracing" compose --env-file .env.example --profile tracing config -q
+# Validates like -q and keeps the normalised file for check_static.py compose.
+step "compose: config --profile tracing (normalised to JSON)" \
+  compose --env-file .env.example --profile tracing config --format json -o "$WORK/compose.json"
 step "compose: works with no .env at all (plain docker compose up)" compose --env-file /dev/null config -q
-compose --env-file .env.example --profile tracing config --format json >"$WORK/compose.json" 2>&1 || true
 step "compose: services, healthchecks, limits, scale-out" \
   "$PY" scripts/monitoring/check_static.py compose "$WORK/compose.json"
 step "nginx -t: the load balancer config" nginx -t -q -e stderr -c "$ROOT/deploy/compose/nginx.conf"
@@ -102,16 +103,19 @@ if [ "${SKIP_LIVE:-0}" = 1 ]; then
   log "live end-to-end test skipped (SKIP_LIVE=1)"
 else
   log "live end-to-end test: backend + Prometheus + Alertmanager on 127.0.0.1"
-  BACKEND="$WORK/no-backend"
-  build_backend() { BACKEND=$(backend_bin release); }
+  # The binary's path goes through a file, not a variable, so that it survives a step runner
+  # that runs its command in a subshell.
+  build_backend() { backend_bin release >"$WORK/backend.path"; }
   step "live: build the backend (cargo build --release)" build_backend
   live() {
     timeout --signal=TERM --kill-after=20 "$LIVE_TIMEOUT" \
-      "$PY" scripts/monitoring/live_e2e.py --backend "$BACKEND" --prometheus "$(command -v prometheus)" \
-      --alertmanager "$ALERTMANAGER" --workdir "$WORK/live"
+      "$PY" scripts/monitoring/live_e2e.py --backend "$(cat "$WORK/backend.path")" \
+      --prometheus "$(command -v prometheus)" \
+      --alertmanager "$ALERTMANAGER" --workdir "$WORK/live" 2>&1 | tee "$WORK/live.log"
   }
   step "live: up, every rule/panel has data, BackendDown <= 2m" live
-  sed -n '/^\[/p' "$WORK/step.log" | sed 's/^/       /'
+  # its progress lines ([HH:MM:SS] ...), from its own log rather than the step runner's
+  sed -n 's/^\[/       [/p' "$WORK/live.log"
 fi
 
 # ---------------------------------------------------------------------------------------- summary

@@ -24,16 +24,17 @@ from common import (
     SLO_FILE,
     Checks,
     all_panels,
+    latency_buckets,
     load_dashboards,
     load_rules,
     prometheus_datasource_uid,
+    seconds,
     substitute,
     variable_queries,
 )
 
 SEVERITIES = {"page", "ticket"}
 RUNBOOK_SECTIONS = ["## What it means", "## Who is affected", "## How to diagnose", "## How to mitigate"]
-CONTRACT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10]
 
 
 # ----------------------------------------------------------------------------------------- compose
@@ -41,6 +42,7 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     raw_text = (ROOT / "docker-compose.yml").read_text()
     raw = yaml.safe_load(raw_text)
     cfg = json.loads(open(normalised_path).read())
+    env_example = (ROOT / ".env.example").read_text()
     services = cfg["services"]
 
     c.check("version" not in raw, "no top-level `version:` key (Compose v2 spec)")
@@ -69,7 +71,7 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     c.check("APP__TRACING__OTLP_ENDPOINT" in backend.get("environment", {}),
             "backend takes APP__TRACING__OTLP_ENDPOINT from the environment")
 
-    lb_ports = [p for p in services["lb"].get("ports", [])]
+    lb_ports = services["lb"].get("ports", [])
     c.check(any(str(p.get("target")) == "4000" and str(p.get("published")) == "4000" for p in lb_ports),
             "lb publishes the API on 4000")
     lb_mounts = [v.get("source", "") for v in services["lb"].get("volumes", [])]
@@ -89,7 +91,7 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     c.check(services["jaeger"].get("profiles") == ["tracing"], "jaeger runs only with the tracing profile")
     # Both ways to turn traces on must point the backend at Jaeger's OTLP/HTTP port.
     jaeger_ports = set(map(str, services["jaeger"].get("expose", [])))
-    for where, text in ((".env.example", (ROOT / ".env.example").read_text()),
+    for where, text in ((".env.example", env_example),
                         ("Makefile", (ROOT / "Makefile").read_text())):
         urls = re.findall(r"OTLP_ENDPOINT=(\S+)", text)
         c.check(urls == ["http://jaeger:4318"] and "4318" in jaeger_ports,
@@ -127,7 +129,6 @@ def check_compose(c: Checks, normalised_path: str) -> None:
             "grafana-password uses GF_ADMIN_PASSWORD or generates a random one")
     c.check((services["grafana"].get("depends_on") or {}).get("grafana-password", {}).get("condition")
             == "service_completed_successfully", "grafana starts after its password exists")
-    env_example = (ROOT / ".env.example").read_text()
     c.check(re.search(r"^GF_ADMIN_PASSWORD=\S", env_example, re.M) is None,
             ".env.example sets no Grafana password (a committed password is a known default)")
 
@@ -204,10 +205,10 @@ def check_rules(c: Checks) -> None:
             inhibit.get("target_matchers") == ['severity="ticket"'] and "service" in inhibit.get("equal", []),
             "alertmanager: a page inhibits the tickets of its service")
 
-    # The thresholds written by hand agree with slo.yaml and the contract's buckets.
+    # The thresholds written by hand agree with slo.yaml and the backend's buckets.
     slo = yaml.safe_load(SLO_FILE.read_text())
     threshold = slo["slos"]["latency"]["threshold_seconds"]
-    c.check(threshold in CONTRACT_BUCKETS, f"SLO threshold {threshold}s is a bucket boundary of docs/contract.md")
+    c.check(threshold in latency_buckets(), f"SLO threshold {threshold}s is a bucket boundary of LATENCY_BUCKETS")
     c.check(slo["slos"]["availability"]["objective"] == 0.999 and slo["slos"]["latency"]["objective"] == 0.99,
             "slo.yaml objectives are 99.9% and 99%")
     p99 = next(a for a in alerts if a.name == "HighLatencyP99")
@@ -217,11 +218,6 @@ def check_rules(c: Checks) -> None:
     # hung process), the next evaluation sees it, and `for` later it fires.
     down = next(a for a in alerts if a.name == "BackendDown")
     g = yaml.safe_load(PROMETHEUS_FILE.read_text())["global"]
-    secs = {"s": 1, "m": 60}
-
-    def seconds(d: str) -> int:
-        return int(d[:-1]) * secs[d[-1]]
-
     worst = seconds(g["scrape_interval"]) + seconds(g["scrape_timeout"]) + seconds(g["evaluation_interval"]) + \
         seconds(down.for_)
     c.check(worst <= 120, f"BackendDown: scrape + timeout + evaluation + for = {worst}s, within the promised 2 minutes")

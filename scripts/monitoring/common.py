@@ -19,6 +19,7 @@ SLO_FILE = MONITORING / "slo.yaml"
 PROMETHEUS_FILE = MONITORING / "prometheus" / "prometheus.yml"
 ALERTMANAGER_FILE = MONITORING / "alertmanager" / "alertmanager.yml"
 RUNBOOKS_DIR = ROOT / "docs" / "runbooks"
+METRICS_RS = ROOT / "app" / "src" / "metrics.rs"
 
 # Series Prometheus makes itself rather than scraping them from the backend.
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -26,6 +27,22 @@ PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_second
 # What a dashboard's template variables become when its queries run outside Grafana. Two sets:
 # "All" for every variable, and one concrete instance and route (filled in by the live test).
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def seconds(duration: str) -> int:
+    """A single-unit Prometheus duration ("15s", "6h", "30d") in seconds."""
+    return int(duration[:-1]) * _UNIT_SECONDS[duration[-1]]
+
+
+def latency_buckets() -> list[float]:
+    """The histogram buckets the backend uses: LATENCY_BUCKETS in app/src/metrics.rs."""
+    m = re.search(r"LATENCY_BUCKETS:\s*\[f64;\s*\d+\]\s*=\s*\[([^\]]*)\]", METRICS_RS.read_text())
+    if not m:
+        sys.exit(f"no LATENCY_BUCKETS array in {METRICS_RS}")
+    return [float(b) for b in m.group(1).replace(",", " ").split()]
 
 
 class Checks:

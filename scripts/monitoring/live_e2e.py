@@ -47,6 +47,7 @@ from common import (
     Checks,
     dashboard_queries,
     exposed_names,
+    latency_buckets,
     load_dashboards,
     load_rules,
     metric_names,
@@ -74,7 +75,6 @@ CONTRACT_METRICS = {
     "process_start_time_seconds": None,
     "process_threads": None,
 }
-CONTRACT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10]
 
 # (method, path): every route, HEAD, a wrong method (405) and an unknown path (404, "unmatched")
 TRAFFIC = [
@@ -224,8 +224,7 @@ def derive_prometheus_config(targets: dict[str, list[str]], am_addr: str) -> dic
         name = job["job_name"]
         if name not in targets:
             continue  # e.g. grafana: not running in this test
-        for key in ("dns_sd_configs", "static_configs"):
-            job.pop(key, None)
+        job.pop("dns_sd_configs", None)
         job["static_configs"] = [{"targets": targets[name]}]
         jobs.append(job)
     cfg["scrape_configs"] = jobs
@@ -291,7 +290,7 @@ def check_metrics_contract(c: Checks, metrics_base: str, rules, dashboards) -> N
             'unknown paths are labelled endpoint="unmatched"', str(endpoints))
     buckets = sorted({float(labels["le"]) for labels in series.get("http_request_duration_seconds_bucket", [])
                       if labels.get("le") != "+Inf"})
-    c.check(buckets == CONTRACT_BUCKETS, "histogram buckets are the contract's", str(buckets))
+    c.check(buckets == latency_buckets(), "histogram buckets are LATENCY_BUCKETS (app/src/metrics.rs)", str(buckets))
     threshold = yaml.safe_load(SLO_FILE.read_text())["slos"]["latency"]["threshold_seconds"]
     c.check(threshold in buckets, f"the SLO threshold {threshold}s is a bucket boundary of the scraped histogram")
 

@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from pathlib import Path
+from textwrap import indent
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-SLO_FILE = ROOT / "monitoring" / "slo.yaml"
-RULE_FILE = ROOT / "monitoring" / "prometheus" / "rules" / "slo.yml"
+from common import ROOT, RULES_DIR, SLO_FILE, seconds
+
+RULE_FILE = RULES_DIR / "slo.yml"
 
 # Windows up to this length are evaluated with the global interval; longer ones in a group that
 # runs once a minute, because a rate over days reads far more samples.
 SHORT_WINDOWS_MAX_SECONDS = 6 * 3600
 LONG_GROUP_INTERVAL = "1m"
-
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 ALERT_NAMES = {  # (slo, severity) -> alert name; each has docs/runbooks/<name>.md
     ("availability", "page"): "AvailabilityBudgetBurnFast",
@@ -43,10 +41,6 @@ WHAT_BURNS = {
     "availability": "5xx responses",
     "latency": "requests slower than {threshold}s",
 }
-
-
-def seconds(duration: str) -> int:
-    return int(duration[:-1]) * UNIT_SECONDS[duration[-1]]
 
 
 def fmt(number: float) -> str:
@@ -67,10 +61,6 @@ def sum_rate(metric: str, matchers: str, window: str) -> str:
     return f"sum by (job) (\n  rate({metric}{{{matchers}}}[{window}])\n)"
 
 
-def indent(text: str, spaces: int = 2) -> str:
-    return "\n".join(" " * spaces + line for line in text.split("\n"))
-
-
 def error_ratio_expr(slo: str, selector: str, window: str, threshold: float | None) -> str:
     """The share of bad requests among the requests the selector counts, over the window."""
     if slo == "availability":
@@ -78,15 +68,16 @@ def error_ratio_expr(slo: str, selector: str, window: str, threshold: float | No
         errors = sum_rate("http_requests_total", f'{selector}, status=~"5.."', window)
         # `or 0 * total`: no 5xx series yet means a ratio of 0, not "no data".
         # `total > 0`: no traffic at all means no ratio (nothing to alert on), not NaN.
-        return f"(\n{indent(errors)}\n  or\n{indent('0 * ' + total)}\n)\n/\n(\n{indent(total)}\n  > 0\n)\n"
+        return (f"(\n{indent(errors, '  ')}\n  or\n{indent('0 * ' + total, '  ')}\n)\n"
+                f"/\n(\n{indent(total, '  ')}\n  > 0\n)\n")
     good = sum_rate("http_request_duration_seconds_bucket", f"{selector}, {le_matcher(threshold)}", window)
     total = sum_rate("http_request_duration_seconds_count", selector, window)
-    return f"1 - (\n{indent(good)}\n  /\n  (\n{indent(total, 4)}\n    > 0\n  )\n)\n"
+    return f"1 - (\n{indent(good, '  ')}\n  /\n  (\n{indent(total, '    ')}\n    > 0\n  )\n)\n"
 
 
-def block(text: str, indent: int) -> str:
-    pad = " " * indent
-    return "".join(pad + line + "\n" if line else "\n" for line in text.rstrip("\n").split("\n"))
+def block(text: str, spaces: int) -> str:
+    """text as the body of a YAML `|` scalar: indented, blank lines kept empty, one final newline."""
+    return indent(text.rstrip("\n") + "\n", " " * spaces)
 
 
 def record(name: str, expr: str, labels: dict[str, str]) -> str:
