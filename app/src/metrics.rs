@@ -1,26 +1,24 @@
-//! Metrics: the HTTP layer (axum-prometheus), the Prometheus recorder, process and build
-//! metrics, and the `/metrics` router served on its own listener.
+//! Metrics: the HTTP layer (axum-prometheus, see `http_layer`), the Prometheus recorder, process and
+//! build metrics, and the `/metrics` router served on its own listener.
 //!
 //! Metric names come from `.cargo/config.toml` (axum-prometheus reads them at compile time).
 
-mod handle_cache;
+mod http_layer;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS;
 use axum_prometheus::metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use axum_prometheus::{
-    AXUM_HTTP_REQUESTS_DURATION_SECONDS, EndpointLabel, PrometheusMetricLayer,
-    PrometheusMetricLayerBuilder,
-};
 use http::{HeaderValue, header};
 
 use crate::error::ApiError;
-use handle_cache::CachingRecorder;
+pub use http_layer::HttpMetricLayer;
+use http_layer::SeriesTable;
 
 /// Latency buckets in seconds. 0.15 is the SLO threshold the alerts, SLOs and the load-test gate
 /// use, so it must stay an exact boundary; 10 covers the default request timeout.
@@ -37,12 +35,12 @@ pub const UNMATCHED: &str = "unmatched";
 /// interval keeps that buffer, and so peak RSS, small; see docs/performance.md.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(500);
 
-pub type HttpMetricLayer = PrometheusMetricLayer<'static>;
-
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process-wide Prometheus recorder (a global: installed once, shared by every `Metrics`),
-/// behind a cache of the handles it gives out (see `handle_cache` for why).
+/// The HTTP layer's handles, per process like the recorder that gave them out.
+static HTTP_SERIES: LazyLock<SeriesTable> = LazyLock::new(SeriesTable::default);
+
+/// The process-wide Prometheus recorder (a global: installed once, shared by every `Metrics`).
 fn recorder() -> PrometheusHandle {
     RECORDER
         .get_or_init(|| {
@@ -54,8 +52,7 @@ fn recorder() -> PrometheusHandle {
                 .expect("latency buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(CachingRecorder::new(recorder))
-                .expect("no other metrics recorder is installed");
+            metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
             handle
         })
         .clone()
@@ -98,13 +95,10 @@ impl Metrics {
     }
 
     /// The HTTP layer: `http_requests_total`, `http_request_duration_seconds` and
-    /// `http_requests_pending`, labelled by route template (or `unmatched`).
+    /// `http_requests_pending`, labelled by route template (or `unmatched`). Taking `&self`
+    /// ensures the recorder is installed before the layer asks it for handles.
     pub fn http_layer(&self) -> HttpMetricLayer {
-        PrometheusMetricLayerBuilder::new()
-            .with_endpoint_label_type(EndpointLabel::MatchedPathWithFallbackFn(|_| {
-                UNMATCHED.to_owned()
-            }))
-            .build()
+        http_layer::layer(&HTTP_SERIES)
     }
 
     pub fn render(&self) -> String {

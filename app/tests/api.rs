@@ -110,9 +110,9 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Repeats go through the recorder's handle cache (src/metrics/handle_cache.rs): each label set
-/// must keep counting into its own series. Deltas, because the recorder is process-wide and
-/// `cargo test` runs the tests of this file in one process.
+/// Repeats are answered from the HTTP layer's remembered handles (src/metrics/http_layer.rs):
+/// each label set must keep counting into its own series. Deltas, because the recorder is
+/// process-wide and `cargo test` runs the tests of this file in one process.
 #[tokio::test]
 async fn repeated_requests_count_into_their_own_series() {
     let app = spawn_app().await;

@@ -1,0 +1,354 @@
+//! The HTTP metrics: axum-prometheus's request lifecycle layer with callbacks that keep the
+//! exporter's handles for each label set.
+//!
+//! axum-prometheus's stock callbacks (`Traffic`) build the label strings and three metric keys
+//! on every request and ask the recorder for each, which copies the key and finds it in a
+//! registry whose key equality sorts the labels; they also clone their path filters into every
+//! request's future. That was 6,800 instructions a request, 10% of the whole server's user-space
+//! work (docs/performance.md). These callbacks emit the same names, labels and values (the
+//! integration tests scrape them) and ask the recorder only for a label set they have not seen.
+//!
+//! Correct only because the exporter never drops a metric once registered: handles share their
+//! storage with its registry for the life of the process, so a remembered handle is the one it
+//! would return. `PrometheusBuilder::idle_timeout` would break that (an evicted metric's handle
+//! would keep counting into storage nothing renders): do not set it without removing this cache.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::MatchedPath;
+use axum_prometheus::lifecycle::layer::LifeCycleLayer;
+use axum_prometheus::lifecycle::{Callbacks, OnBodyChunk};
+use axum_prometheus::{
+    AXUM_HTTP_REQUESTS_DURATION_SECONDS, AXUM_HTTP_REQUESTS_PENDING, AXUM_HTTP_REQUESTS_TOTAL,
+};
+use hashbrown::HashTable;
+use http::{Method, Request, Response};
+use metrics::{Counter, Gauge, Histogram};
+use tower_http::classify::{ClassifiedResponse, ServerErrorsAsFailures, SharedClassifier};
+
+use super::UNMATCHED;
+
+/// `http_requests_total`, `http_request_duration_seconds` and `http_requests_pending`, labelled
+/// by route template (or `unmatched`), method and, but for pending, status.
+pub type HttpMetricLayer =
+    LifeCycleLayer<SharedClassifier<ServerErrorsAsFailures>, HttpCallbacks, NoBodyHook>;
+
+/// The layer for requests whose series live in `series`. The metrics go to the global recorder,
+/// which must be installed first (`Metrics::install` does).
+pub fn layer(series: &'static SeriesTable) -> HttpMetricLayer {
+    LifeCycleLayer::new(
+        // The classification is not used; this classifier answers at once and allocates nothing.
+        SharedClassifier::new(ServerErrorsAsFailures::new()),
+        HttpCallbacks { series },
+        NoBodyHook,
+    )
+}
+
+#[derive(Clone, Copy)]
+pub struct HttpCallbacks {
+    series: &'static SeriesTable,
+}
+
+impl<FailureClass> Callbacks<FailureClass> for HttpCallbacks {
+    type Data = InFlight;
+
+    fn prepare<B>(&mut self, request: &Request<B>) -> InFlight {
+        let start = Instant::now();
+        let endpoint = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED, MatchedPath::as_str);
+        let series = self.series.get(method_label(request.method()), endpoint);
+        series.pending.increment(1.0);
+        InFlight(Arc::new(Started { series, start }))
+    }
+
+    fn on_response<B>(
+        &mut self,
+        response: &Response<B>,
+        _: ClassifiedResponse<FailureClass, ()>,
+        data: &mut InFlight,
+    ) {
+        let Started { series, start } = &*data.0;
+        series.record(response.status().as_u16(), start.elapsed().as_secs_f64());
+    }
+}
+
+/// One request's place in the metrics. The lifecycle layer hands copies to the response future
+/// and body; the last one dropped (when the body is done, or the request abandoned) ends the
+/// request's `pending`.
+#[derive(Clone)]
+pub struct InFlight(Arc<Started>);
+
+struct Started {
+    series: &'static Series,
+    start: Instant,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.series.pending.decrement(1.0);
+    }
+}
+
+/// Response body sizes are not measured (`http_response_body_size` is not in the contract).
+#[derive(Clone, Copy)]
+pub struct NoBodyHook;
+
+impl OnBodyChunk<Bytes> for NoBodyHook {
+    type Data = InFlight;
+}
+
+/// The method label: the upper-case name, or `""` for a non-standard method, as axum-prometheus
+/// labels it (a client cannot mint label values).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "",
+    }
+}
+
+/// The handles of one (method, endpoint) pair. Leaked: like the exporter's own storage, a series
+/// lives as long as the process, and requests then borrow it without reference counting.
+struct Series {
+    method: &'static str,
+    endpoint: Box<str>,
+    pending: Gauge,
+    /// Per status code seen, a short list: a route answers with a handful of statuses.
+    by_status: RwLock<Vec<(u16, Counter, Histogram)>>,
+}
+
+impl Series {
+    fn new(method: &'static str, endpoint: &str) -> Self {
+        let pending = metrics::gauge!(
+            AXUM_HTTP_REQUESTS_PENDING,
+            "method" => method,
+            "endpoint" => endpoint.to_owned(),
+        );
+        Self {
+            method,
+            endpoint: endpoint.into(),
+            pending,
+            by_status: RwLock::default(),
+        }
+    }
+
+    fn record(&self, status: u16, seconds: f64) {
+        let seen = self
+            .by_status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, total, duration)) = seen.iter().find(|(code, ..)| *code == status) {
+            total.increment(1);
+            duration.record(seconds);
+            return;
+        }
+        drop(seen);
+
+        // Label order as axum-prometheus writes it; dashboards and tests match on it.
+        let labels = [
+            ("method", self.method.to_owned()),
+            ("status", status.to_string()),
+            ("endpoint", self.endpoint.to_string()),
+        ];
+        let total = metrics::counter!(AXUM_HTTP_REQUESTS_TOTAL, &labels);
+        let duration = metrics::histogram!(AXUM_HTTP_REQUESTS_DURATION_SECONDS, &labels);
+        total.increment(1);
+        duration.record(seconds);
+        let mut seen = self
+            .by_status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another request may have added the status meanwhile: the exporter gave both the same
+        // handles, so one entry is enough.
+        if !seen.iter().any(|(code, ..)| *code == status) {
+            seen.push((status, total, duration));
+        }
+    }
+}
+
+/// Every (method, endpoint) series seen. Its size needs no cap: methods are a fixed set, and
+/// endpoints are the router's templates plus `unmatched`, never a raw path.
+#[derive(Default)]
+pub struct SeriesTable {
+    hasher: RandomState,
+    // Read-mostly: after the first request of each pair every lookup is a hit.
+    series: RwLock<HashTable<&'static Series>>,
+}
+
+impl SeriesTable {
+    fn get(&self, method: &'static str, endpoint: &str) -> &'static Series {
+        let hash = self.hasher.hash_one((method, endpoint));
+        let matches =
+            |series: &&'static Series| series.method == method && &*series.endpoint == endpoint;
+        let table = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = table.find(hash, matches) {
+            return series;
+        }
+        drop(table);
+
+        let mut table = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        let rehash =
+            |series: &&'static Series| self.hasher.hash_one((series.method, &*series.endpoint));
+        let entry = table
+            .entry(hash, matches, rehash)
+            .or_insert_with(|| Box::leak(Box::new(Series::new(method, endpoint))));
+        entry.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::routing::get;
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+    use tokio::sync::oneshot;
+    use tower::{Service, ServiceExt};
+
+    use super::*;
+
+    /// A router behind the layer, recording into a fresh table and exporter: the tests can run
+    /// in one process without sharing series.
+    fn instrumented() -> (Router, PrometheusHandle, PrometheusRecorder) {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let series: &'static SeriesTable = Box::leak(Box::default());
+        let router = Router::new()
+            .route(
+                "/status/{code}",
+                get(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }),
+            )
+            .route("/held", get(held))
+            .layer(layer(series));
+        (router, handle, recorder)
+    }
+
+    /// Lets the one `/held` request in flight answer.
+    static RELEASE: Mutex<Option<oneshot::Receiver<()>>> = Mutex::new(None);
+
+    async fn held() -> &'static str {
+        let release = RELEASE
+            .lock()
+            .unwrap()
+            .take()
+            .expect("one held request at a time");
+        release.await.ok();
+        "done"
+    }
+
+    /// Sends `method uri` through `router`, reads the whole body and returns the status.
+    async fn send(router: &Router, method: &str, uri: &str) -> u16 {
+        let request = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        response.into_body().collect().await.unwrap();
+        status
+    }
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Runs `test` on a current-thread runtime with `recorder` as this thread's recorder.
+    fn with_recorder<R: metrics::Recorder>(recorder: &R, test: impl Future<Output = ()>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(recorder, || runtime.block_on(test));
+    }
+
+    #[test]
+    fn each_status_and_method_keeps_its_own_series() {
+        let (router, handle, recorder) = instrumented();
+        let requests = [
+            ("GET", "/status/200", 200),
+            ("GET", "/status/503", 503),
+            ("GET", "/status/200", 200),
+            ("POST", "/status/200", 405),
+            ("BREW", "/status/200", 405),
+            ("GET", "/no/such/path", 404),
+        ];
+        with_recorder(&recorder, async {
+            // Repeated, so later rounds are answered from remembered handles.
+            for _ in 0..3 {
+                for (method, uri, status) in requests {
+                    assert_eq!(send(&router, method, uri).await, status, "{method} {uri}");
+                }
+            }
+        });
+        let text = handle.render();
+        for (method, status, endpoint, count) in [
+            ("GET", 200, "/status/{code}", 6.0),
+            ("GET", 503, "/status/{code}", 3.0),
+            ("POST", 405, "/status/{code}", 3.0),
+            ("", 405, "/status/{code}", 3.0),
+            ("GET", 404, "unmatched", 3.0),
+        ] {
+            let labels = format!(r#"method="{method}",status="{status}",endpoint="{endpoint}""#);
+            for name in ["http_requests_total", "http_request_duration_seconds_count"] {
+                let series = format!("{name}{{{labels}}}");
+                assert_eq!(value(&text, &series), Some(count), "{series}\n{text}");
+            }
+        }
+        assert!(!text.contains("no/such"), "raw paths never become labels");
+    }
+
+    #[test]
+    fn pending_counts_a_request_until_its_body_is_done() {
+        let (router, handle, recorder) = instrumented();
+        let pending = r#"http_requests_pending{method="GET",endpoint="/held"}"#;
+        with_recorder(&recorder, async {
+            let (release, wait) = oneshot::channel();
+            *RELEASE.lock().unwrap() = Some(wait);
+            let mut service = router.clone().into_service::<Body>();
+            let request = Request::get("/held").body(Body::empty()).unwrap();
+            let request = service.ready().await.unwrap().call(request);
+            let request = tokio::spawn(request);
+            tokio::task::yield_now().await;
+            assert_eq!(value(&handle.render(), pending), Some(1.0));
+
+            release.send(()).unwrap();
+            let response: Result<_, Infallible> = request.await.unwrap();
+            let body = response.unwrap().into_body();
+            // The response is ready but its body not yet read: still in flight.
+            assert_eq!(value(&handle.render(), pending), Some(1.0));
+            body.collect().await.unwrap();
+            assert_eq!(value(&handle.render(), pending), Some(0.0));
+
+            // Abandoned before it answers (a client gone): no longer pending either.
+            let (_release, wait) = oneshot::channel::<()>();
+            *RELEASE.lock().unwrap() = Some(wait);
+            let router = router.clone();
+            let abandoned = tokio::spawn(async move { send(&router, "GET", "/held").await });
+            tokio::task::yield_now().await;
+            assert_eq!(value(&handle.render(), pending), Some(1.0));
+            abandoned.abort();
+            assert!(abandoned.await.unwrap_err().is_cancelled());
+            assert_eq!(value(&handle.render(), pending), Some(0.0));
+        });
+    }
+}
