@@ -1,5 +1,5 @@
-//! Metrics: the HTTP layer (axum-prometheus, see `http_layer`), the Prometheus recorder, process and
-//! build metrics, and the `/metrics` router served on its own listener.
+//! Metrics: the HTTP layer (axum-prometheus, see `http_layer`), the Prometheus recorder,
+//! process and build metrics, and the `/metrics` router served on its own listener.
 //!
 //! Metric names come from `.cargo/config.toml` (axum-prometheus reads them at compile time).
 
