@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{MatchedPath, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS;
@@ -29,6 +29,15 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
 /// The `endpoint` label of every request that matches no route: raw paths would make the label
 /// set unbounded (10k random 404s made `/metrics` 17 MB).
 pub const UNMATCHED: &str = "unmatched";
+
+/// The route a request is labelled with, in metrics and in its log line: the template it
+/// matched, or `UNMATCHED`.
+pub fn route_label<B>(request: &http::Request<B>) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+}
 
 /// Histogram samples wait in a buffer until upkeep folds them into buckets, and
 /// the recorder runs no upkeep by itself (the buffer grew 1.4 MiB/s under load). A short

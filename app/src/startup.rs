@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::MatchedPath;
 use axum::response::IntoResponse;
 use http::Response;
 use http::{HeaderName, HeaderValue};
@@ -27,7 +26,7 @@ use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
 use crate::error::{json_error_bodies, panic_response};
-use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED};
+use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED, route_label};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
 use crate::shutdown::Readiness;
@@ -95,10 +94,7 @@ struct RequestSpan {
 
 impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &http::Request<B>) -> Span {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(UNMATCHED, MatchedPath::as_str);
+        let route = route_label(request);
         let request_id = request
             .headers()
             .get(&REQUEST_ID)

@@ -19,7 +19,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::MatchedPath;
 use axum_prometheus::lifecycle::layer::LifeCycleLayer;
 use axum_prometheus::lifecycle::{Callbacks, OnBodyChunk};
 use axum_prometheus::{
@@ -30,7 +29,7 @@ use http::{Method, Request, Response};
 use metrics::{Counter, Gauge, Histogram};
 use tower_http::classify::{ClassifiedResponse, ServerErrorsAsFailures, SharedClassifier};
 
-use super::UNMATCHED;
+use super::route_label;
 
 /// `http_requests_total`, `http_request_duration_seconds` and `http_requests_pending`, labelled
 /// by route template (or `unmatched`), method and, but for pending, status.
@@ -58,11 +57,9 @@ impl<FailureClass> Callbacks<FailureClass> for HttpCallbacks {
 
     fn prepare<B>(&mut self, request: &Request<B>) -> InFlight {
         let start = Instant::now();
-        let endpoint = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(UNMATCHED, MatchedPath::as_str);
-        let series = self.series.get(method_label(request.method()), endpoint);
+        let series = self
+            .series
+            .get(method_label(request.method()), route_label(request));
         series.pending.increment(1.0);
         InFlight(Arc::new(Started { series, start }))
     }
