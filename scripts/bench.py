@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -223,14 +224,16 @@ def instructions_per_request(argv, env, path, count):
 def build(target, source=ROOT, examples=True, target_dir=ROOT / "target"):
     # musl targets are built the way the image builds them: cargo-zigbuild (mimalloc is C).
     tool = "zigbuild" if target and target.endswith("-musl") else "build"
-    cargo = ["cargo", tool, "--locked", "--release", "-p", "backend", "--bins"]
+    # The package is named in app/Cargo.toml (a --baseline-rev tree may predate a rename).
+    name = tomllib.loads((Path(source) / "app" / "Cargo.toml").read_text())["package"]["name"]
+    cargo = ["cargo", tool, "--locked", "--release", "-p", name, "--bins"]
     if examples:
         cargo += ["--example", "bench_server"]
     if target:
         cargo += ["--target", target]
     subprocess.run(cargo, cwd=source, check=True, env={**os.environ, "CARGO_TARGET_DIR": str(target_dir)})
     out = target_dir / (target or "") / "release"
-    return out / "backend", out / "examples" / "bench_server"
+    return out / name, out / "examples" / "bench_server"
 
 
 def build_revision(target, rev, workdir):

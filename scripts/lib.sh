@@ -9,6 +9,10 @@ VENV="$TOOLS/venv"
 export PATH="$TOOLS/bin:$VENV/bin:$HOME/.cargo/bin:$PATH"
 mkdir -p "$TOOLS/bin"
 
+# The service's name, written once: `[package] name` in app/Cargo.toml (`make rename` changes it).
+SERVICE=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$ROOT/app/Cargo.toml" | head -n 1)
+[ -n "$SERVICE" ] || { echo "error: no [package] name in $ROOT/app/Cargo.toml" >&2; exit 1; }
+
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -66,12 +70,12 @@ cargo_install() {
   cargo install --locked --quiet "$crate" --version "$version"
 }
 
-# backend_bin [PROFILE]: builds the backend (release by default) and prints the binary's path.
+# backend_bin [PROFILE]: builds the service (release by default) and prints the binary's path.
 backend_bin() {
   local profile=${1:-release}
-  cargo build --quiet --locked -p backend --profile "$profile" >&2
+  cargo build --quiet --locked -p "$SERVICE" --profile "$profile" >&2
   local dir=$profile; [ "$profile" = dev ] && dir=debug
-  printf '%s\n' "${CARGO_TARGET_DIR:-$ROOT/target}/$dir/backend"
+  printf '%s\n' "${CARGO_TARGET_DIR:-$ROOT/target}/$dir/$SERVICE"
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on right now.

@@ -11,7 +11,7 @@ max_bytes=$((5 * 1000 * 1000))   # the image budget allows a 5 MB binary
 targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
 log "cargo zigbuild --release --target ${targets[*]}"
-cargo zigbuild --locked --release -p backend "${targets[@]/#/--target=}"
+cargo zigbuild --locked --release -p "$SERVICE" "${targets[@]/#/--target=}"
 
 # serve BIN [RUNNER]: starts BIN on free loopback ports; sets $pid and $port.
 serve() {
@@ -22,7 +22,7 @@ serve() {
 }
 
 for target in "${targets[@]}"; do
-  bin="$ROOT/target/$target/release/backend"
+  bin="$ROOT/target/$target/release/$SERVICE"
   file "$bin" | grep -Eq 'statically linked|static-pie linked' || die "$bin is not static: $(file "$bin")"
   size=$(stat -c %s "$bin")
   log "$target: $size bytes (budget $max_bytes)"

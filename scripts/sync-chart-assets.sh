@@ -11,7 +11,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-CHART_FILES="$ROOT/deploy/charts/backend/files"
+CHART_FILES="$ROOT/deploy/charts/$SERVICE/files"
 # source dir | file pattern | chart dir
 ASSETS=(
   "monitoring/prometheus/rules|*.yml|prometheus/rules"
@@ -25,12 +25,13 @@ case "${1:-}" in
   *) die "usage: $0 [--check]" ;;
 esac
 
+[ -d "$CHART_FILES" ] || die "no chart at ${CHART_FILES%/files}: the chart's directory is named after the service ($SERVICE)"
 drift=0
 for asset in "${ASSETS[@]}"; do
   IFS='|' read -r src pattern dest <<<"$asset"
   src="$ROOT/$src"
   dest="$CHART_FILES/$dest"
-  mkdir -p "$dest"
+  [ "$mode" = check ] || mkdir -p "$dest"  # --check changes nothing, not even a directory
   # Source files must be present and equal in the chart.
   shopt -s nullglob
   for file in "$src"/$pattern; do

@@ -18,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=deploy/tests/tools.sh
 source "$ROOT/deploy/tests/tools.sh"
 
-CHART="$ROOT/deploy/charts/backend"
+CHART="$ROOT/deploy/charts/$SERVICE"
 KUBE_VERSIONS=(1.29.0 1.35.0)
 # Renderings: name -> values file on top of the defaults (relative to the chart).
 declare -A VALUES_FILE=(
@@ -42,7 +42,7 @@ values_args() { # NAME: the -f argument for rendering NAME, if any
 helm_template() { # NAME: renders into $OUT/renders/NAME.yaml
   local args=()
   mapfile -d '' args < <(values_args "$1")
-  helm template backend "$CHART" --namespace backend-test --kube-version "${KUBE_VERSIONS[0]}" \
+  helm template "$SERVICE" "$CHART" --namespace "$SERVICE-test" --kube-version "${KUBE_VERSIONS[0]}" \
     "${args[@]}" >"$OUT/renders/$1.yaml"
 }
 
@@ -59,7 +59,7 @@ render_fixture() {
   mkdir -p "$copy/files/grafana/dashboards"
   printf '{"title": "Fixture", "uid": "fixture", "panels": [], "schemaVersion": 39}\n' \
     >"$copy/files/grafana/dashboards/fixture_dashboard.json"
-  helm template backend "$copy" --set dashboards.enabled=true >"$OUT/renders/fixture.yaml"
+  helm template "$SERVICE" "$copy" --set dashboards.enabled=true >"$OUT/renders/fixture.yaml"
 }
 
 kube_validate() { # VERSION FILE
@@ -84,7 +84,7 @@ app_starts_with_rendered_settings() (
   api=$(free_port)
   metrics=$(free_port)
   env -i PATH="$PATH" "${settings[@]}" APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT="$api" \
-    APP__METRICS__HOST=127.0.0.1 APP__METRICS__PORT="$metrics" "$BACKEND" &
+    APP__METRICS__HOST=127.0.0.1 APP__METRICS__PORT="$metrics" "$BINARY" &
   pid=$!
   trap 'kill -KILL "$pid" 2>/dev/null || true' EXIT
   wait_http "http://127.0.0.1:$api/api/v1/health" 10
@@ -155,26 +155,26 @@ main() {
   done
   step "template: dashboard fixture" render_fixture
   step "install --dry-run=client (defaults)" \
-    helm install backend "$CHART" --namespace backend-test --dry-run=client
+    helm install "$SERVICE" "$CHART" --namespace "$SERVICE-test" --dry-run=client
   step "install --dry-run=client (all-on)" \
-    helm install backend "$CHART" --namespace backend-test --dry-run=client -f "$CHART/ci/all-on-values.yaml"
+    helm install "$SERVICE" "$CHART" --namespace "$SERVICE-test" --dry-run=client -f "$CHART/ci/all-on-values.yaml"
 
   log "values.schema.json and template guards refuse bad values"
   refuses "schema refuses a misspelt top-level key (lint)" "additional properties 'replicaCountt'" \
     helm lint --strict "$CHART" --set replicaCountt=3
   refuses "schema refuses a misspelt key (template)" "additional properties 'enabledd'" \
-    helm template backend "$CHART" --set autoscaling.enabledd=true
+    helm template "$SERVICE" "$CHART" --set autoscaling.enabledd=true
   refuses "schema refuses an unknown APP__ setting" "additional properties 'APP__LOG__LEVL'" \
-    helm template backend "$CHART" --set config.APP__LOG__LEVL=debug
+    helm template "$SERVICE" "$CHART" --set config.APP__LOG__LEVL=debug
   refuses "schema refuses image tag latest" "/image/tag" \
-    helm template backend "$CHART" --set image.tag=latest
+    helm template "$SERVICE" "$CHART" --set image.tag=latest
   refuses "schema refuses an Ingress path for /metrics" "/ingress/hosts/0/paths/0/path" \
-    helm template backend "$CHART" --set ingress.enabled=true --set 'ingress.hosts[0].host=a.example.com' \
+    helm template "$SERVICE" "$CHART" --set ingress.enabled=true --set 'ingress.hosts[0].host=a.example.com' \
     --set 'ingress.hosts[0].paths[0].path=/metrics' --set 'ingress.hosts[0].paths[0].pathType=Prefix'
   refuses "template refuses a grace period not above drain + timeout" "must exceed" \
-    helm template backend "$CHART" --set config.APP__SHUTDOWN__TIMEOUT=26s
+    helm template "$SERVICE" "$CHART" --set config.APP__SHUTDOWN__TIMEOUT=26s
   refuses "template refuses an ExternalSecret with nothing to fetch" "needs externalSecret.data" \
-    helm template backend "$CHART" --set externalSecret.enabled=true
+    helm template "$SERVICE" "$CHART" --set externalSecret.enabled=true
 
   log "kubernetes-validate --strict (${KUBE_VERSIONS[*]})"
   step "kubernetes-validate rejects an unknown field (negative control)" kube_validate_rejects_unknown_field
@@ -185,7 +185,7 @@ main() {
   done
 
   log "the real app with each rendering's settings"
-  BACKEND=$(backend_bin dev)
+  BINARY=$(backend_bin dev)
   for name in "${RENDERINGS[@]}"; do
     step "app starts with the $name settings and answers the probes" app_starts_with_rendered_settings "$name"
   done

@@ -87,10 +87,10 @@ else
   log "live end-to-end test: backend + Prometheus + Alertmanager on 127.0.0.1"
   # Steps run in a subshell: the binary's path comes back as the last line of the step's log.
   step "live: build the backend (cargo build --release)" backend_bin release
-  backend=$(tail -n 1 "$STEP_LOG")
+  binary=$(tail -n 1 "$STEP_LOG")
   step "live: up, every rule/panel has data, BackendDown <= 2m" \
     timeout --signal=TERM --kill-after=20 "$LIVE_TIMEOUT" \
-    "$PY" scripts/monitoring/live_e2e.py --backend "$backend" --prometheus "$(command -v prometheus)" \
+    "$PY" scripts/monitoring/live_e2e.py --binary "$binary" --prometheus "$(command -v prometheus)" \
     --alertmanager "$ALERTMANAGER" --workdir "$WORK/live"
   sed -n 's/^\[/       [/p' "$STEP_LOG"  # its progress lines ([HH:MM:SS] ...)
 fi

@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let served = runtime.block_on(async {
         let shutdown = shutdown::signal();
         let metrics = Metrics::install();
-        let state = AppState::new(&settings.info)?;
+        let state = AppState::new(&settings)?;
         let routes = routes::router(state.clone());
         let router = match variant.as_str() {
             "bare" => routes,

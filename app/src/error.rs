@@ -1,14 +1,30 @@
 //! One error type, one JSON shape: `{"success":false,"error":{"code":"…","message":"…"}}`.
 
+use std::borrow::Cow;
+
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// What a handler answers when it cannot succeed. `NotFound` and `Rejected` carry their own
+/// message, so a route says what went wrong without a variant of its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
-    #[error("no route for this path")]
-    NotFound,
+    /// `404 not_found`: `ApiError::not_found("no note with id 7")`; unknown paths get
+    /// `ApiError::NO_ROUTE`.
+    #[error("{0}")]
+    NotFound(Cow<'static, str>),
+    /// A request the route refuses (a malformed body or parameter, a value out of range, a
+    /// full store), with a 4xx status and a message saying why; its `code` is the status's
+    /// reason in snake case (`422` → `unprocessable_entity`). Extractor rejections become
+    /// this too (`crate::extract`).
+    #[error("{message}")]
+    Rejected {
+        status: StatusCode,
+        message: Cow<'static, str>,
+    },
     #[error("method not allowed for this route")]
     MethodNotAllowed,
     #[error("request body too large")]
@@ -22,9 +38,24 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(self) -> StatusCode {
+    /// The answer to a path that matches no route.
+    pub const NO_ROUTE: Self = Self::NotFound(Cow::Borrowed("no route for this path"));
+
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::NotFound(message.into())
+    }
+
+    pub fn rejected(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Rejected {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
         match self {
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Rejected { status, .. } => *status,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -33,27 +64,53 @@ impl ApiError {
         }
     }
 
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::NotFound => "not_found",
+    pub fn code(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Self::NotFound(_) => "not_found",
+            Self::Rejected { status, .. } => return reason_code(*status).into(),
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
-        }
+        })
     }
 
     /// The error a layer's bare error status stands for, where it is one of ours.
     fn for_status(status: StatusCode) -> Option<Self> {
         match status {
-            StatusCode::NOT_FOUND => Some(Self::NotFound),
+            StatusCode::NOT_FOUND => Some(Self::NO_ROUTE),
             StatusCode::METHOD_NOT_ALLOWED => Some(Self::MethodNotAllowed),
             StatusCode::PAYLOAD_TOO_LARGE => Some(Self::PayloadTooLarge),
             StatusCode::GATEWAY_TIMEOUT => Some(Self::Timeout),
             StatusCode::INTERNAL_SERVER_ERROR => Some(Self::Internal),
             _ => None,
         }
+    }
+}
+
+/// `422 Unprocessable Entity` → `unprocessable entity`.
+fn reason(status: StatusCode) -> String {
+    status.canonical_reason().unwrap_or("error").to_lowercase()
+}
+
+/// `422 Unprocessable Entity` → `unprocessable_entity`.
+fn reason_code(status: StatusCode) -> String {
+    reason(status).replace([' ', '-'], "_")
+}
+
+/// A body that is not JSON, not the expected type, or too large: its status (400, 415, 422,
+/// 413) and axum's explanation, which names the field and position.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+/// A path parameter that does not parse (`/notes/abc` for a number): 400 and axum's reason.
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::rejected(rejection.status(), rejection.body_text())
     }
 }
 
@@ -80,7 +137,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status(),
-            error_body(self.code().into(), self.to_string()),
+            error_body(self.code().into_owned(), self.to_string()),
         )
             .into_response()
     }
@@ -102,11 +159,8 @@ where
         return response.map(axum::body::Body::new);
     }
     let (code, message) = match ApiError::for_status(status) {
-        Some(error) => (error.code().to_string(), error.to_string()),
-        None => {
-            let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-            (reason.replace([' ', '-'], "_"), reason)
-        }
+        Some(error) => (error.code().into_owned(), error.to_string()),
+        None => (reason_code(status), reason(status)),
     };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -126,4 +180,50 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .unwrap_or_else(|| "non-string panic payload".into());
     tracing::error!(panic = %detail, "handler panicked");
     ApiError::Internal.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    async fn answer(error: ApiError) -> (StatusCode, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+    }
+
+    #[tokio::test]
+    async fn a_not_found_with_its_own_message_keeps_the_one_shape() {
+        let (status, body) = answer(ApiError::not_found("no note with id 7")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            json!({"success": false, "error": {"code": "not_found", "message": "no note with id 7"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_path_still_says_there_is_no_route() {
+        let (status, body) = answer(ApiError::NO_ROUTE).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            json!({"success": false, "error": {"code": "not_found", "message": "no route for this path"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejection_is_coded_by_its_status() {
+        let too_long = ApiError::rejected(StatusCode::UNPROCESSABLE_ENTITY, "text is too long");
+        let (status, body) = answer(too_long).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            body,
+            json!({"success": false, "error": {"code": "unprocessable_entity", "message": "text is too long"}})
+        );
+    }
 }

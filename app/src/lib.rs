@@ -1,10 +1,12 @@
-//! A production template backend: a small JSON API with readiness, metrics and graceful shutdown.
+//! A production template service: a small JSON API with readiness, metrics and graceful shutdown.
 //!
 //! Where things live: `settings` (config), `telemetry` (logs), `metrics`, `routes`, `error`,
-//! `shutdown`, `startup` (listeners, layers, serving), `system_info` (the /info snapshot) and
-//! `healthcheck` (the image's HEALTHCHECK client).
+//! `extract` (extractors that reject with `error`), `shutdown`, `startup` (listeners, layers,
+//! serving), `system_info` (the /info snapshot) and `healthcheck` (the image's HEALTHCHECK
+//! client).
 
 pub mod error;
+pub mod extract;
 pub mod healthcheck;
 pub mod metrics;
 pub mod routes;

@@ -119,7 +119,7 @@ impl Metrics {
     pub fn router(self) -> Router {
         Router::new()
             .route("/metrics", get(render))
-            .fallback(|| async { ApiError::NotFound })
+            .fallback(|| async { ApiError::NO_ROUTE })
             .with_state(self)
     }
 }

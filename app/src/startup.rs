@@ -35,8 +35,9 @@ use crate::telemetry;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The log target of the one-line-per-request log, so it can be filtered on its own
-/// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests).
-const REQUEST_LOG: &str = "backend::http";
+/// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests): the crate's name,
+/// then `::http`.
+const REQUEST_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::http");
 
 /// The whole API: routes plus layers, listed in the order a request meets them.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost.
@@ -186,7 +187,7 @@ impl Application {
     /// it to mount slow or panicking handlers).
     pub async fn with_routes(settings: Settings, extra: Router) -> anyhow::Result<Self> {
         let metrics = Metrics::install();
-        let state = AppState::new(&settings.info)?;
+        let state = AppState::new(&settings)?;
         let router = app(
             routes::router(state.clone()).merge(extra),
             state.readiness.clone(),

@@ -1,4 +1,4 @@
-//! The real `backend` binary: settings errors, signals, the healthcheck subcommand.
+//! The real binary: settings errors, signals, the healthcheck subcommand.
 
 mod common;
 
@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{backend_command, spawn_process};
+use common::{binary_command, log_target, spawn_process};
 use nix::sys::signal::Signal;
 
 async fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     let output = tokio::time::timeout(
         Duration::from_secs(10),
-        backend_command(env).args(args).output(),
+        binary_command(env).args(args).output(),
     )
     .await
     .expect("exits in time")
@@ -181,9 +181,10 @@ async fn sigint_shuts_down_the_same_way() {
 /// same (here: the workers stop when the watcher sees 503) must never see a failed request.
 #[tokio::test]
 async fn no_request_fails_while_sigterm_arrives_under_concurrent_load() {
+    let log_level = format!("warn,{}=info", log_target("startup"));
     let process = spawn_process(&[
         ("APP__SHUTDOWN__DRAIN_DELAY", "1s"),
-        ("APP__LOG__LEVEL", "warn,backend::startup=info"),
+        ("APP__LOG__LEVEL", &log_level),
     ])
     .await;
     let client = reqwest::Client::builder()

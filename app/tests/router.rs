@@ -9,17 +9,16 @@ use backend::routes::{self, AppState};
 use backend::settings::Settings;
 use backend::shutdown::Readiness;
 use backend::startup::app;
-use backend::system_info::InfoSnapshot;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+/// The production state, through its one constructor, with `/api/v1/info` on or off.
 fn state(info: bool) -> AppState {
-    AppState {
-        readiness: Readiness::default(),
-        info: info.then(|| InfoSnapshot::start(Duration::from_secs(5)).expect("sysinfo")),
-    }
+    let mut settings = Settings::default();
+    settings.info.enabled = info;
+    AppState::new(&settings).expect("the state builds")
 }
 
 fn router_with(state: AppState, cors: &[&str]) -> Router {

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use common::{TestProcess, spawn_process};
+use common::{TestProcess, log_target, spawn_process};
 use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -71,9 +71,10 @@ fn spans(exports: &Exports) -> Vec<(String, String, String, SpanKind, String)> {
 
 /// The `span.trace_id` of each request log line, in order.
 fn logged_trace_ids(logs: &[String]) -> Vec<Option<String>> {
+    let request_log = log_target("http");
     logs.iter()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|json| json["target"] == "backend::http")
+        .filter(|json| json["target"] == request_log.as_str())
         .map(|json| json["span"]["trace_id"].as_str().map(str::to_owned))
         .collect()
 }
@@ -128,19 +129,20 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     let spans = spans(&exports);
     let name = "GET /api/v1/health".to_owned();
     let server = SpanKind::Server;
-    let backend = "backend".to_owned();
+    // The default service.name is the package's name.
+    let service = env!("CARGO_PKG_NAME").to_owned();
     assert!(
         spans.contains(&(
             TRACE_ID.into(),
             PARENT_ID.into(),
             name.clone(),
             server,
-            backend.clone()
+            service.clone()
         )),
         "the caller's trace in {spans:#?}"
     );
     assert!(
-        spans.contains(&(fresh, String::new(), name, server, backend)),
+        spans.contains(&(fresh, String::new(), name, server, service)),
         "a root span for the request without traceparent in {spans:#?}"
     );
     assert!(

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 import traceback
 from pathlib import Path
 
@@ -28,7 +29,9 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "charts" / "backend"
+# The service's name, written once in app/Cargo.toml; the chart, its release and objects follow it.
+SERVICE = tomllib.loads((ROOT / "app" / "Cargo.toml").read_text())["package"]["name"]
+CHART = ROOT / "deploy" / "charts" / SERVICE
 ARGOCD = ROOT / "deploy" / "argocd"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -394,7 +397,7 @@ def test_ingress_routes_api_paths_to_the_http_port_only(R):
                 for p in rule["http"]["paths"]:
                     assert p["path"].startswith("/api"), f"{r.name}: Ingress routes {p['path']}"
                     assert "metrics" not in p["path"], f"{r.name}: Ingress routes {p['path']}"
-                    port = p["backend"]["service"]["port"]
+                    port = p["backend"]["service"]["port"]  # the Ingress API's field (rename: keep)
                     assert port.get("name") == "http", f"{r.name}: Ingress backend port {port}"
                     assert port.get("number") != metrics_port["port"], f"{r.name}: Ingress reaches metrics"
             assert ing["spec"].get("tls"), f"{r.name}: Ingress without TLS"
@@ -430,7 +433,7 @@ def test_prometheus_rules_equal_the_monitoring_rule_files(R):
     assert len(rules) == len(sources), f"{len(rules)} PrometheusRules for {len(sources)} rule files"
     by_name = {r["metadata"]["name"]: r for r in rules}
     for src in sources:
-        name = "backend-" + src.stem.replace("_", "-").replace(".", "-").lower()
+        name = f"{SERVICE}-" + src.stem.replace("_", "-").replace(".", "-").lower()
         assert name in by_name, f"no PrometheusRule {name} for {src.name}"
         want = yaml.safe_load(src.read_text())["groups"]
         assert by_name[name]["spec"]["groups"] == want, f"{name} differs from monitoring/prometheus/rules/{src.name}"
@@ -593,12 +596,12 @@ def test_applications_sync_each_environment_from_the_chart(R):
     destinations = {(d.get("server"), d["namespace"]) for d in project["spec"]["destinations"]}
     apps = {d["metadata"]["name"]: d for (kind, _), d in objs.items() if kind == "Application"}
     for env in ENVIRONMENTS:
-        app = apps.get(f"backend-{env}")
-        assert app, f"no Application backend-{env}"
+        app = apps.get(f"{SERVICE}-{env}")
+        assert app, f"no Application {SERVICE}-{env}"
         spec = app["spec"]
         assert spec["project"] == project["metadata"]["name"]
         assert spec["source"]["repoURL"] in project["spec"]["sourceRepos"]
-        assert spec["source"]["path"] == "deploy/charts/backend"
+        assert spec["source"]["path"] == f"deploy/charts/{SERVICE}"
         files = spec["source"]["helm"]["valueFiles"]
         assert files == [f"values-{env}.yaml"] and (CHART / files[0]).is_file(), files
         assert (spec["destination"]["server"], spec["destination"]["namespace"]) in destinations

@@ -16,11 +16,14 @@ import sys
 import yaml
 
 from common import (
+    ALERT_PREFIX,
     ALERTMANAGER_FILE,
+    JOB,
     PROMETHEUS_FILE,
     ROOT,
     RULES_DIR,
     RUNBOOKS_DIR,
+    SERVICE,
     SLO_FILE,
     Checks,
     all_panels,
@@ -46,7 +49,7 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     services = cfg["services"]
 
     c.check("version" not in raw, "no top-level `version:` key (Compose v2 spec)")
-    expected = {"backend", "lb", "prometheus", "alertmanager", "grafana", "jaeger"}
+    expected = {SERVICE, "lb", "prometheus", "alertmanager", "grafana", "jaeger"}
     c.check(expected <= set(services), "services present", f"missing {expected - set(services)}")
 
     # The jmeter slot (issue C): the marker comes after every service of this stack; only the
@@ -59,17 +62,17 @@ def check_compose(c: Checks, normalised_path: str) -> None:
             "the jmeter slot comment is the last entry under services: (only jmeter after it)",
             f"services after it: {after_services}")
 
-    backend = services["backend"]
-    c.check(backend.get("build", {}).get("dockerfile") == "app/Dockerfile", "backend is built from app/Dockerfile")
-    c.check(backend.get("build", {}).get("context") == str(ROOT), "backend build context is the repo root")
-    c.check("container_name" not in backend and not backend.get("ports"),
-            "backend has no container_name and no host port (so --scale works)")
-    c.check(backend.get("healthcheck", {}).get("test") == ["CMD", "/backend", "healthcheck"],
-            "backend healthcheck runs `/backend healthcheck`")
-    c.check(backend.get("stop_grace_period") == "30s", "backend stop_grace_period is 30s")
-    c.check({"4000", "9464"} <= set(map(str, backend.get("expose", []))), "backend exposes 4000 and 9464")
-    c.check("APP__TRACING__OTLP_ENDPOINT" in backend.get("environment", {}),
-            "backend takes APP__TRACING__OTLP_ENDPOINT from the environment")
+    app = services[SERVICE]
+    c.check(app.get("build", {}).get("dockerfile") == "app/Dockerfile", f"{SERVICE} is built from app/Dockerfile")
+    c.check(app.get("build", {}).get("context") == str(ROOT), f"{SERVICE} build context is the repo root")
+    c.check("container_name" not in app and not app.get("ports"),
+            f"{SERVICE} has no container_name and no host port (so --scale works)")
+    c.check(app.get("healthcheck", {}).get("test") == ["CMD", f"/{SERVICE}", "healthcheck"],
+            f"{SERVICE} healthcheck runs `/{SERVICE} healthcheck`")
+    c.check(app.get("stop_grace_period") == "30s", f"{SERVICE} stop_grace_period is 30s")
+    c.check({"4000", "9464"} <= set(map(str, app.get("expose", []))), f"{SERVICE} exposes 4000 and 9464")
+    c.check("APP__TRACING__OTLP_ENDPOINT" in app.get("environment", {}),
+            f"{SERVICE} takes APP__TRACING__OTLP_ENDPOINT from the environment")
 
     lb_ports = services["lb"].get("ports", [])
     c.check(any(str(p.get("target")) == "4000" and str(p.get("published")) == "4000" for p in lb_ports),
@@ -142,9 +145,9 @@ def check_compose(c: Checks, normalised_path: str) -> None:
 
     prom = yaml.safe_load(PROMETHEUS_FILE.read_text())
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
-    dns = (jobs.get("backend") or {}).get("dns_sd_configs") or [{}]
-    c.check(dns[0].get("names") == ["backend"] and dns[0].get("type") == "A" and dns[0].get("port") == 9464,
-            "prometheus discovers every backend replica with dns_sd_configs (A, backend, 9464)")
+    dns = (jobs.get(JOB) or {}).get("dns_sd_configs") or [{}]
+    c.check(dns[0].get("names") == [SERVICE] and dns[0].get("type") == "A" and dns[0].get("port") == 9464,
+            f"prometheus discovers every {SERVICE} replica with dns_sd_configs (A, {SERVICE}, 9464)")
 
 
 # ------------------------------------------------------------------------------------------- rules
@@ -154,14 +157,14 @@ def check_rules(c: Checks) -> None:
     c.check(len(alerts) > 0, "there are alerts")
     names = [a.name for a in alerts]
     c.check(len(names) == len(set(names)), "alert names are unique", str(names))
-    for want in ("BackendDown", "BackendAbsent", "HighLatencyP99", "HighErrorRatio"):
+    for want in (f"{ALERT_PREFIX}Down", f"{ALERT_PREFIX}Absent", "HighLatencyP99", "HighErrorRatio"):
         c.check(want in names, f"alert {want} exists")
 
     runbooks_used = set()
     for a in alerts:
         c.check(a.labels.get("severity") in SEVERITIES, f"{a.name}: severity is one of {sorted(SEVERITIES)}",
                 str(a.labels.get("severity")))
-        c.check(a.labels.get("service") == "backend", f"{a.name}: carries service=backend (inhibition matches it)")
+        c.check(a.labels.get("service") == SERVICE, f"{a.name}: carries service={SERVICE} (inhibition matches it)")
         for key in ("summary", "description", "runbook_url"):
             c.check(bool(a.annotations.get(key)), f"{a.name}: has a {key} annotation")
         url = a.annotations.get("runbook_url", "")
@@ -216,7 +219,7 @@ def check_rules(c: Checks) -> None:
             f"HighLatencyP99 uses the SLO threshold {threshold}s")
     # BackendDown's promise: the next scrape fails (at most one interval, plus the timeout for a
     # hung process), the next evaluation sees it, and `for` later it fires.
-    down = next(a for a in alerts if a.name == "BackendDown")
+    down = next(a for a in alerts if a.name == f"{ALERT_PREFIX}Down")
     g = yaml.safe_load(PROMETHEUS_FILE.read_text())["global"]
     worst = seconds(g["scrape_interval"]) + seconds(g["scrape_timeout"]) + seconds(g["evaluation_interval"]) + \
         seconds(down.for_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,21 @@ PROMETHEUS_FILE = MONITORING / "prometheus" / "prometheus.yml"
 ALERTMANAGER_FILE = MONITORING / "alertmanager" / "alertmanager.yml"
 RUNBOOKS_DIR = ROOT / "docs" / "runbooks"
 METRICS_RS = ROOT / "app" / "src" / "metrics.rs"
+NAME_SOURCE = ROOT / "app" / "Cargo.toml"
 
-# Series Prometheus makes itself rather than scraping them from the backend.
+
+def service_name() -> str:
+    """The service's name, written once: `[package] name` in app/Cargo.toml (`make rename` changes it)."""
+    return tomllib.loads(NAME_SOURCE.read_text())["package"]["name"]
+
+
+SERVICE = service_name()
+# The job label Prometheus gives the service's targets: the scrape job is named after it.
+JOB = SERVICE
+# Its alerts are named in CamelCase after it: <Service>Down, <Service>Absent.
+ALERT_PREFIX = "".join(part.capitalize() for part in SERVICE.split("-"))
+
+# Series Prometheus makes itself rather than scraping them from the service.
 PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
 
 # What a dashboard's template variables become when its queries run outside Grafana. Two sets:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Live end-to-end test: the real backend, Prometheus and Alertmanager on 127.0.0.1.
 
-    live_e2e.py --backend BIN --prometheus BIN --alertmanager BIN --workdir DIR
+    live_e2e.py --binary BIN --prometheus BIN --alertmanager BIN --workdir DIR
 
 1. Starts a webhook sink, two backend replicas, Alertmanager and Prometheus on free ports. Prometheus runs
    the repository's rule files with a configuration derived from monitoring/prometheus/prometheus.yml
@@ -39,7 +39,9 @@ from pathlib import Path
 import yaml
 
 from common import (
+    ALERT_PREFIX,
     ALERTMANAGER_FILE,
+    JOB,
     PROMETHEUS_FILE,
     PROMETHEUS_SERIES,
     RULES_DIR,
@@ -56,6 +58,7 @@ from common import (
     variable_queries,
 )
 
+DOWN_ALERT = f"{ALERT_PREFIX}Down"
 DOWN_PROMISE_SECONDS = 120  # BackendDown "fires within 2 minutes" (rules/alerts.yml)
 DATA_DEADLINE_SECONDS = 150  # first scrape + first evaluation of the 1m-interval SLO group, with margin
 TRAFFIC_MAX_REQUESTS = 20_000  # the traffic thread stops at whichever comes first
@@ -316,8 +319,8 @@ def check_metrics_contract(c: Checks, metrics_base: str, rules, dashboards) -> N
 def wait_for_data(c: Checks, prom: str, rules, dashboards, values_sets: list[dict[str, str]]) -> None:
     """Polls until every query has data or the deadline passes; then records one check per query."""
     queries: dict[str, str] = {
-        "up == 1": 'up{job="backend"} == 1',
-        "every replica is an instance: count(up == 1) == 2": 'count(up{job="backend"} == 1) == 2',
+        "up == 1": f'up{{job="{JOB}"}} == 1',
+        "every replica is an instance: count(up == 1) == 2": f'count(up{{job="{JOB}"}} == 1) == 2',
     }
     for r in rules:
         if r.kind == "record":
@@ -385,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
     traffic = None
     rules, dashboards = load_rules(), load_dashboards()
     try:
-        backends = []
+        replicas = []
         for i, (api, metrics_port) in enumerate(zip(apis, metrics)):
             env = {
                 **os.environ,
@@ -396,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
                 "APP__SHUTDOWN__DRAIN_DELAY": "0s",
                 "APP__LOG__LEVEL": "warn",
             }
-            backends.append(procs.start(f"backend-{i}", [args.backend], env=env))
+            replicas.append(procs.start(f"backend-{i}", [args.binary], env=env))
         for base in api_bases:
             wait_for(base + "/api/v1/health", 10, "backend")
 
@@ -407,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
         ])
         prom_cfg_data = derive_prometheus_config(
-            {"backend": instances, "prometheus": [f"127.0.0.1:{prom_port}"],
+            {JOB: instances, "prometheus": [f"127.0.0.1:{prom_port}"],
              "alertmanager": [f"127.0.0.1:{am_port}"]},
             f"127.0.0.1:{am_port}",
         )
@@ -440,34 +443,34 @@ def run(args: argparse.Namespace) -> int:
         # --- outage: one replica stops; BackendDown must reach Alertmanager within the promise
         procs.stop("backend-0")
         t0 = time.monotonic()
-        log(f"replica {instances[0]} stopped (exit {backends[0].returncode}); "
-            f"waiting for BackendDown (promise {DOWN_PROMISE_SECONDS}s)")
-        c.check(backends[0].returncode == 0, "backend exits 0 on SIGTERM")
+        log(f"replica {instances[0]} stopped (exit {replicas[0].returncode}); "
+            f"waiting for {DOWN_ALERT} (promise {DOWN_PROMISE_SECONDS}s)")
+        c.check(replicas[0].returncode == 0, "backend exits 0 on SIGTERM")
         down_instances: set[str] = set()
         fired_after = delivered_after = None
         page_path = None
         deadline = t0 + DOWN_PROMISE_SECONDS + 20  # a little past the promise, to report a miss precisely
         while time.monotonic() < deadline:
             if fired_after is None:
-                active = [a for a in am_alerts(am, "BackendDown") if a["status"]["state"] == "active"]
+                active = [a for a in am_alerts(am, DOWN_ALERT) if a["status"]["state"] == "active"]
                 down_instances = {a["labels"].get("instance") for a in active}
                 if active:
                     fired_after = time.monotonic() - t0
-                    log(f"BackendDown active in Alertmanager {fired_after:.1f}s after the backend stopped")
+                    log(f"{DOWN_ALERT} active in Alertmanager {fired_after:.1f}s after the backend stopped")
             for at, path, payload in sink.received:
                 names = {a["labels"].get("alertname") for a in payload.get("alerts", [])}
-                if "BackendDown" in names and delivered_after is None:
+                if DOWN_ALERT in names and delivered_after is None:
                     delivered_after, page_path = at - t0, path
-                    log(f"BackendDown delivered to {path} {delivered_after:.1f}s after the backend stopped")
+                    log(f"{DOWN_ALERT} delivered to {path} {delivered_after:.1f}s after the backend stopped")
             if fired_after is not None and delivered_after is not None:
                 break
             time.sleep(1)
         c.check(fired_after is not None and fired_after <= DOWN_PROMISE_SECONDS,
-                f"BackendDown reaches Alertmanager within {DOWN_PROMISE_SECONDS}s",
+                f"{DOWN_ALERT} reaches Alertmanager within {DOWN_PROMISE_SECONDS}s",
                 f"after {fired_after}s" if fired_after else "never")
-        c.check(down_instances == {instances[0]}, "BackendDown names the stopped replica, not the running one",
+        c.check(down_instances == {instances[0]}, f"{DOWN_ALERT} names the stopped replica, not the running one",
                 str(down_instances))
-        c.check(page_path == "/alerts/page", "BackendDown is routed to the page receiver", str(page_path))
+        c.check(page_path == "/alerts/page", f"{DOWN_ALERT} is routed to the page receiver", str(page_path))
         (workdir / "timings.json").write_text(json.dumps(
             {"backend_down_to_alertmanager_s": fired_after, "backend_down_to_page_receiver_s": delivered_after}))
     except Exception as e:  # a crash of the harness is a failure too, with the logs to explain it
@@ -484,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", required=True)
+    parser.add_argument("--binary", required=True, help="the service's binary")
     parser.add_argument("--prometheus", required=True)
     parser.add_argument("--alertmanager", required=True)
     parser.add_argument("--workdir", required=True)

@@ -9,10 +9,12 @@ use axum::extract::FromRef;
 use axum::routing::get;
 
 use crate::error::ApiError;
-use crate::settings::InfoSettings;
+use crate::settings::Settings;
 use crate::shutdown::Readiness;
 use crate::system_info::InfoSnapshot;
 
+/// What the handlers share. Built only by `new`, in production and in tests alike, so a route
+/// that needs state adds a field here and initializes it in `new`: one edit.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub readiness: Readiness,
@@ -22,10 +24,10 @@ pub struct AppState {
 
 impl AppState {
     /// A ready instance; starts the info snapshot task when the endpoint is enabled.
-    pub fn new(info: &InfoSettings) -> anyhow::Result<Self> {
-        let info = match info.enabled {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let info = match settings.info.enabled {
             true => Some(
-                InfoSnapshot::start(info.refresh_interval)
+                InfoSnapshot::start(settings.info.refresh_interval)
                     .context("cannot read system information")?,
             ),
             false => None,
@@ -48,5 +50,5 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound
+    ApiError::NO_ROUTE
 }

@@ -98,7 +98,7 @@ pub async fn spawn_app_with(settings: Settings, extra: Router) -> TestApp {
     }
 }
 
-/// The real `backend` binary, started with `env` on random loopback ports.
+/// The real binary, started with `env` on random loopback ports.
 pub struct TestProcess {
     pub child: Child,
     pub api: SocketAddr,
@@ -129,8 +129,15 @@ impl TestProcess {
     }
 }
 
-pub fn backend_command(env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backend"));
+/// The log target of this crate's module `module` (`startup` → `<crate>::startup`), for log
+/// filters and for finding log lines: the package name with `_` for `-`, as Rust spells it.
+pub fn log_target(module: &str) -> String {
+    format!("{}::{module}", env!("CARGO_PKG_NAME").replace('-', "_"))
+}
+
+/// The service's binary (named after the package), with exactly `env`.
+pub fn binary_command(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME"))));
     command
         .env_clear()
         .envs(env.iter().copied())
@@ -150,7 +157,7 @@ pub async fn spawn_process(extra_env: &[(&str, &str)]) -> TestProcess {
     ]);
     env.extend(extra_env.iter().copied());
     let env: Vec<(&str, &str)> = env.into_iter().collect();
-    let mut child = backend_command(&env).spawn().expect("start backend");
+    let mut child = binary_command(&env).spawn().expect("start the binary");
 
     // Keep draining stdout so the child never blocks on a full pipe; hand over the first
     // "listening" line, which carries the bound addresses.
@@ -173,7 +180,7 @@ pub async fn spawn_process(extra_env: &[(&str, &str)]) -> TestProcess {
     });
     let listening = tokio::time::timeout(Duration::from_secs(10), rx)
         .await
-        .expect("the backend reports its addresses within 10 s")
+        .expect("the server reports its addresses within 10 s")
         .expect("listening line");
     let addr = |field: &str| -> SocketAddr {
         listening[field]
