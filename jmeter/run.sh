@@ -4,9 +4,10 @@
 #   jmeter/run.sh [-Jname=value ...]        e.g. jmeter/run.sh -Jthreads=20 -Jhold=120
 #
 # Environment: JMETER (the jmeter command, default: jmeter on PATH), OUT (results folder, default
-# jmeter/results), SLO (SLO file for the gate and the plan's duration assertion), GATE=0 to skip
-# the gate. Writes OUT/results.jtl and OUT/jmeter.log, plus the HTML dashboard in OUT/report with
-# JMeter >= 3. The exit code is the gate's: 0 pass, 1 SLO broken, 2 no usable results.
+# jmeter/results), SLO (SLO file for the gate and the plan's duration assertion), ROUTES (the routes
+# file for the plan and the gate, default jmeter/routes.csv), GATE=0 to skip the gate. Writes
+# OUT/results.jtl and OUT/jmeter.log, plus the HTML dashboard in OUT/report with JMeter >= 3.
+# The exit code is the gate's: 0 pass, 1 SLO broken, 2 no usable results or a bad routes file.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
@@ -14,6 +15,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 HERE="$ROOT/jmeter"
 JMETER=${JMETER:-jmeter}
 OUT=${OUT:-$HERE/results}
+# absolute: JMeter resolves a relative path from the plan's folder, the gate from the current one
+ROUTES=$(python3 -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "${ROUTES:-$HERE/routes.csv}")
 command -v "$JMETER" >/dev/null || die "no '$JMETER' command: apt-get install jmeter jmeter-http, or set JMETER"
 
 # jmeter_home: the installation folder (bin/jmeter's parent), through symlinks such as Debian's.
@@ -62,11 +65,30 @@ print(round(slo.latency_threshold_ms))  # whole milliseconds, as the assertion t
 PY
 }
 
+# check_routes: the routes file is what the plan expects, before JMeter spends a run on it (JMeter
+# would silently reuse the previous line's values for a short line). Prints "label x weight" pairs.
+check_routes() {
+  PYTHONPATH="$HERE" python3 - "$ROUTES" <<'PY'
+import sys
+from pathlib import Path
+import slo_gate
+try:
+    routes = slo_gate.load_routes(Path(sys.argv[1]))
+except slo_gate.InputError as err:
+    sys.exit(f"slo-gate: FAIL: {err}")
+print(" ".join(f"{r.label} x{r.weight}" for r in routes))
+PY
+}
+
+for arg in "$@"; do
+  case $arg in -Jroutes=*) die "set ROUTES=file rather than -Jroutes, so that the gate judges the same routes" ;; esac
+done
+routes=$(check_routes) || exit 2
 home=$(jmeter_home)
 version=$(jmeter_version "$home")
 threshold_ms=$(slo_threshold_ms) || exit 2
 args=(-n -t "$HERE/load_test.jmx" -q "$HERE/jmeter.properties" -l "$OUT/results.jtl" -j "$OUT/jmeter.log"
-  -Jlatency_threshold_ms="$threshold_ms")
+  -Jlatency_threshold_ms="$threshold_ms" -Jroutes="$ROUTES")
 if [ "${version%%.*}" -lt 5 ]; then
   mapfile -t -O ${#args[@]} args < <(compat_args "$home")
 fi
@@ -77,6 +99,7 @@ fi
 # JMeter appends to an existing .jtl and refuses a non-empty report folder: start clean.
 rm -rf "$OUT/results.jtl" "$OUT/jmeter.log" "$OUT/report"
 mkdir -p "$OUT"
+log "jmeter $version, routes: $routes"
 log "jmeter $version: ${args[*]} $*"
 "$JMETER" "${args[@]}" "$@"
 
@@ -85,4 +108,4 @@ if grep -q 'ERROR.*NonGUIDriver' "$OUT/jmeter.log" 2>/dev/null; then
   grep -m 3 'ERROR' "$OUT/jmeter.log" >&2
 fi
 [ "${GATE:-1}" = 0 ] && exit 0
-exec python3 "$HERE/slo_gate.py" "$OUT/results.jtl" ${SLO:+--slo "$SLO"}
+exec python3 "$HERE/slo_gate.py" "$OUT/results.jtl" ${SLO:+--slo "$SLO"} --routes "$ROUTES"

@@ -2,10 +2,12 @@
 """SLO gate for a JMeter run: summarise a CSV .jtl and fail when it breaks the service's SLOs.
 
     python3 jmeter/slo_gate.py jmeter/results/results.jtl [--slo monitoring/slo.yaml]
+                               [--routes jmeter/routes.csv]
 
 Prints, per sampler label and in total: samples, requests/s, p50/p95/p99 and max latency, errors
-and error %. Exits 0 when both SLOs from monitoring/slo.yaml hold for the whole run, 1 when one is
-broken, 2 when the input cannot be judged (missing, empty or unreadable .jtl or SLO file).
+and error %. Exits 0 when both SLOs from monitoring/slo.yaml hold for the whole run and for every
+route that jmeter/routes.csv lists (each must also have samples), 1 when one is broken, 2 when the
+input cannot be judged (missing, empty or unreadable .jtl, SLO or routes file).
 
 - Availability: errors / samples <= 1 - slos.availability.objective. An error is every sample
   JMeter marked failed (wrong status, wrong body, socket error) except one whose only failure is
@@ -16,20 +18,31 @@ broken, 2 when the input cannot be judged (missing, empty or unreadable .jtl or 
   (nearest rank: p99 <= 150 ms means at least 99 % of the samples took <= 150 ms, which is what
   the Prometheus `le="0.15"` bucket measures).
 
-Reads the CSV format of JMeter 2.13 and 5.x, with a header row (print_field_names=true) or,
-without one, JMeter's default column order. Python 3 standard library; PyYAML is used when present.
+The routes file is the one the plan reads (its format: docs/load-testing.md, "Adding a route");
+`load_routes` checks it, and jmeter/run.sh calls it before a run. Reads the CSV .jtl of JMeter 2.13 and 5.x, with
+a header row (print_field_names=true) or, without one, JMeter's default column order. Python 3
+standard library; PyYAML is used when present.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import itertools
+import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_SLO = Path(__file__).resolve().parent.parent / "monitoring" / "slo.yaml"
+DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.csv"
+# The routes file's header row: the plan takes its variable names from it, and uses these.
+ROUTE_COLUMNS = ("label", "method", "path", "weight", "status", "body_regex", "request_body")
+ROUTE_SEPARATOR = ";"
+# The plan sends these; all but GET with request_body as application/json.
+ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+ROUTE_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
 # JMeter's DurationAssertion message (resource duration_assertion_failure, language=en)
 DURATION_FAILURE = "The operation lasted too long"
 # Column order JMeter writes when no header row is saved: the first eight never move.
@@ -47,6 +60,17 @@ class Slo:
     max_error_ratio: float
     latency_quantile: float
     latency_threshold_ms: float
+
+
+@dataclass(frozen=True)
+class Route:
+    label: str
+    method: str
+    path: str
+    weight: int
+    status: str
+    body_regex: str
+    request_body: str
 
 
 @dataclass(frozen=True)
@@ -170,6 +194,71 @@ def load_slo(path: Path) -> Slo:
                latency_threshold_ms=threshold_s * 1000)
 
 
+# ----------------------------------------------------------------------------- routes file
+def load_routes(path: Path) -> list[Route]:
+    """The routes of a routes file, checked as strictly as the plan needs them.
+
+    JMeter's CSV Data Set sends every line after the header as a route, comments and blank lines
+    included, and when a line has fewer fields than columns it keeps the previous line's values
+    for the rest. So: the header row first, then only route lines, each with every column.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot read routes file {path}: {err.strerror}") from err
+    lines = text.splitlines()
+    header = ROUTE_SEPARATOR.join(ROUTE_COLUMNS)
+    if not lines or lines[0] != header:
+        bom = " (without the byte order mark)" if lines and lines[0].startswith("\ufeff") else ""
+        raise InputError(f"{path}:1: the first line must be the header row {header!r}{bom}")
+    routes: list[Route] = []
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            if not line.strip() or line.lstrip().startswith("#"):
+                raise ValueError("no comments or blank lines: JMeter would send them as routes")
+            routes.append(_route(line))
+        except ValueError as err:
+            raise InputError(f"{path}:{number}: {err}: {line!r}") from err
+    if not routes:
+        raise InputError(f"{path} lists no route")
+    labels = [route.label for route in routes]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise InputError(f"{path}: label listed twice: {', '.join(twice)}")
+    return routes
+
+
+def _route(line: str) -> Route:
+    fields = line.split(ROUTE_SEPARATOR)
+    if len(fields) != len(ROUTE_COLUMNS):
+        hint = "a GET line ends with ';'" if len(fields) < len(ROUTE_COLUMNS) else "a field cannot hold a ';'"
+        raise ValueError(f"{len(fields)} fields, expected {len(ROUTE_COLUMNS)} "
+                         f"({ROUTE_SEPARATOR.join(ROUTE_COLUMNS)}); {hint}")
+    label, method, path, weight, status, body_regex, request_body = fields
+    if not ROUTE_LABEL.fullmatch(label) or label == TOTAL:
+        raise ValueError(f"label {label!r} is not letters, digits, _ . - (nor {TOTAL})")
+    if method not in ROUTE_METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(ROUTE_METHODS)}")
+    if not path.startswith("/") or re.search(r"\s", path):
+        raise ValueError(f"path {path!r} must start with / and hold no space")
+    if not re.fullmatch(r"[1-9][0-9]*", weight):
+        raise ValueError(f"weight {weight!r} is not a whole number >= 1")
+    if not re.fullmatch(r"[1-5][0-9][0-9](\|[1-5][0-9][0-9])*", status):
+        raise ValueError(f"status {status!r} is not an HTTP status code, or several as 200|201")
+    try:
+        re.compile(body_regex)
+    except re.error as err:
+        raise ValueError(f"body_regex is not a regular expression ({err})") from err
+    if method == "GET" and request_body:
+        raise ValueError("a GET sends no request_body")
+    if request_body:
+        try:
+            json.loads(request_body)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"request_body is not JSON ({err})") from err
+    return Route(label, method, path, int(weight), status, body_regex, request_body)
+
+
 # ----------------------------------------------------------------------------- .jtl
 def read_jtl(path: Path) -> list[Sample]:
     try:
@@ -245,20 +334,29 @@ class Report:
         return "\n".join(lines)
 
 
-def verdicts(report: Report, slo: Slo, min_samples: int, labels: list[str]) -> list[tuple[bool, str]]:
-    total = report.total
-    quantile = total.percentile(slo.latency_quantile)
+def slo_checks(stats: Stats, slo: Slo, prefix: str = "") -> list[tuple[bool, str]]:
+    """Both SLOs on one set of samples: the whole run, or one route's."""
+    quantile = stats.percentile(slo.latency_quantile)
     name = f"p{100 * slo.latency_quantile:g}"
-    checks = [
-        (total.count >= min_samples, f"samples {total.count} >= {min_samples}"),
-        (total.error_ratio <= slo.max_error_ratio,
-         f"availability: error ratio {100 * total.error_ratio:.3f} % <= {100 * slo.max_error_ratio:g} %"),
+    return [
+        (stats.error_ratio <= slo.max_error_ratio,
+         f"{prefix}availability: error ratio {100 * stats.error_ratio:.3f} % <= {100 * slo.max_error_ratio:g} %"),
         (quantile <= slo.latency_threshold_ms,
-         f"latency: {name} {quantile} ms <= {slo.latency_threshold_ms:g} ms"),
+         f"{prefix}latency: {name} {quantile} ms <= {slo.latency_threshold_ms:g} ms"),
     ]
-    for label in labels:
-        count = report.by_label[label].count if label in report.by_label else 0
-        checks.append((count > 0, f"label {label!r} has samples ({count})"))
+
+
+def verdicts(report: Report, slo: Slo, min_samples: int, routes: list[Route]) -> list[tuple[bool, str]]:
+    """The run's checks, then each route's: it has samples, and meets both SLOs on its own."""
+    total = report.total
+    checks = [(total.count >= min_samples, f"samples {total.count} >= {min_samples}"),
+              *slo_checks(total, slo)]
+    for route in routes:
+        stats = report.by_label.get(route.label)
+        count = stats.count if stats else 0
+        checks.append((count > 0, f"route {route.label!r} has samples ({count})"))
+        if stats:
+            checks += slo_checks(stats, slo, f"route {route.label!r} ")
     return checks
 
 
@@ -267,22 +365,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("jtl", type=Path, help="JMeter CSV results file")
     parser.add_argument("--slo", type=Path, default=DEFAULT_SLO, help=f"SLO file (default {DEFAULT_SLO})")
     parser.add_argument("--min-samples", type=int, default=1, help="fail below this many samples (default 1)")
-    parser.add_argument("--require-label", action="append", default=[], metavar="LABEL",
-                        help="fail unless this sampler label has samples (repeatable)")
+    parser.add_argument("--routes", type=Path, default=DEFAULT_ROUTES,
+                        help=f"the routes file the plan ran; each label must have samples and meet "
+                             f"the SLOs (default {DEFAULT_ROUTES})")
     args = parser.parse_args(argv)
     try:
         slo = load_slo(args.slo)
+        routes = load_routes(args.routes)
         report = Report.of(read_jtl(args.jtl))
     except InputError as err:
         print(f"slo-gate: FAIL: {err}", file=sys.stderr)
         return 2
     print(f"{args.jtl}: {report.total.count} samples in {report.window_s:.1f} s")
     print(report.table())
-    checks = verdicts(report, slo, args.min_samples, args.require_label)
+    checks = verdicts(report, slo, args.min_samples, routes)
     for ok, text in checks:
         print(f"  {'PASS' if ok else 'FAIL'}  {text}")
     passed = all(ok for ok, _ in checks)
-    print(f"slo-gate: {'PASS' if passed else 'FAIL'} (SLO file {args.slo})")
+    print(f"slo-gate: {'PASS' if passed else 'FAIL'} (SLO file {args.slo}, routes file {args.routes})")
     return 0 if passed else 1
 
 

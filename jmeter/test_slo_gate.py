@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 import tempfile
 import unittest
+import xml.etree.ElementTree as ET
 from unittest import mock
 from pathlib import Path
 
@@ -39,6 +41,16 @@ HEADER_2_13 = ("timeStamp,elapsed,label,responseCode,responseMessage,threadName,
 HEADER_5 = ("timeStamp,elapsed,label,responseCode,responseMessage,threadName,dataType,success,"
             "failureMessage,bytes,sentBytes,grpThreads,allThreads,URL,Latency,IdleTime,Connect")
 SLOW = "The operation lasted too long: It took 180 milliseconds, but should not have lasted longer than 150 milliseconds."
+ROUTES_HEADER = "label;method;path;weight;status;body_regex;request_body"
+HERE = Path(slo_gate.__file__).resolve().parent
+# What the service's /api/v1/info answers (app/src/routes/info.rs)
+INFO_BODY = ('{"name":"Linux","release":"6.1.0","totalMem":8589934592,"freeMem":4294967296,'
+             '"hostname":"vm","arch":"x86_64","cpus":2,"uptime":612,"version":"0.1.0"}')
+
+
+def route_line(label="health", method="GET", path=None, weight=1, status=200, body_regex='"success":true',
+               request_body=""):
+    return ";".join(map(str, (label, method, path or f"/api/v1/{label}", weight, status, body_regex, request_body)))
 
 
 def row_2_13(ts, elapsed, label="health", code="200", success=True, message=""):
@@ -66,10 +78,15 @@ class GateTest(unittest.TestCase):
     def jtl(self, header: str | None, rows: list[str]) -> Path:
         return self.write("results.jtl", "\n".join(([header] if header else []) + rows) + "\n")
 
-    def gate(self, *args) -> tuple[int, str]:
+    def routes(self, *lines: str, name: str = "routes.csv") -> Path:
+        return self.write(name, "\n".join([ROUTES_HEADER, *lines]) + "\n")
+
+    def gate(self, *args, routes: Path | None = None) -> tuple[int, str]:
+        """The gate with the test's SLO file and, unless given, a routes file of `health` alone."""
+        routes = routes or self.routes(route_line("health"), name="health-only.csv")
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = slo_gate.main([*map(str, args), "--slo", str(self.slo)])
+            code = slo_gate.main([*map(str, args), "--slo", str(self.slo), "--routes", str(routes)])
         return code, out.getvalue()
 
 
@@ -169,14 +186,100 @@ class SloFileTest(GateTest):
                 slo_gate.load_slo(path)
 
 
+class RoutesFileTest(GateTest):
+    def test_reads_every_column(self):
+        routes = slo_gate.load_routes(self.routes(
+            route_line("health"),
+            route_line("note", "PUT", "/api/v1/notes/7", 2, 201, '"id":7', '{"title":"milk","done":false}')))
+        self.assertEqual(routes[1], slo_gate.Route("note", "PUT", "/api/v1/notes/7", 2, "201", '"id":7',
+                                                   '{"title":"milk","done":false}'))
+        self.assertEqual([r.label for r in routes], ["health", "note"])
+
+    def test_a_status_can_list_alternatives(self):
+        # a PUT that creates (201) the first time and replaces (200) afterwards
+        routes = slo_gate.load_routes(self.routes(route_line("note", "PUT", status="200|201", request_body="{}")))
+        self.assertEqual(routes[0].status, "200|201")
+
+    def test_lines_the_plan_would_misread_are_input_errors(self):
+        # JMeter sends every line after the header, and keeps the previous line's values for
+        # missing fields: each of these would be a wrong or a repeated request, not an error.
+        cases = {
+            "no header": [route_line("health")],
+            "comment": ["# a comment", route_line("health")],
+            "blank line": ["", route_line("health")],
+            "a GET line without its final ';'": [route_line("health")[:-1]],
+            "a ';' inside a field": [route_line("note", "PUT", request_body='{"a":";"}')],
+            "label": [route_line("two words")],
+            "label TOTAL": [route_line("TOTAL")],
+            "method": [route_line(method="get")],
+            "path": [route_line(path="api/v1/health")],
+            "weight 0": [route_line(weight=0)],
+            "weight x": [route_line(weight="x")],
+            "status": [route_line(status=20)],
+            "status list": [route_line(status="200,201")],
+            "body_regex": [route_line(body_regex="(unclosed")],
+            "GET with a body": [route_line(request_body="{}")],
+            "request_body not JSON": [route_line("note", "PUT", request_body="{title:1}")],
+            "label twice": [route_line("health"), route_line("health")],
+            "no route": [],
+        }
+        for case, lines in cases.items():
+            path = self.write(f"{case}.csv", "\n".join(
+                lines if case == "no header" else [ROUTES_HEADER, *lines]) + "\n")
+            with self.subTest(case), self.assertRaises(slo_gate.InputError):
+                slo_gate.load_routes(path)
+
+    def test_a_byte_order_mark_is_refused_by_name(self):
+        # JMeter would call the first column "\ufefflabel", and ${label} would not exist
+        with self.assertRaisesRegex(slo_gate.InputError, "byte order mark"):
+            slo_gate.load_routes(self.write("bom.csv", "\ufeff" + ROUTES_HEADER + "\n" + route_line() + "\n"))
+
+    def test_the_error_names_the_line(self):
+        with self.assertRaisesRegex(slo_gate.InputError, r"routes.csv:3: weight '0'"):
+            slo_gate.load_routes(self.routes(route_line("health"), route_line("info", weight=0)))
+
+    def test_a_bad_routes_file_exits_2(self):
+        code, out = self.gate(self.jtl(HEADER_5, [row_5(1000, 5)]), routes=self.write("bad.csv", "label\n"))
+        self.assertEqual(code, 2)
+        self.assertIn("the first line must be the header row", out)
+
+
 class RepositoryDefaultsTest(unittest.TestCase):
     def test_the_plan_and_dashboard_defaults_are_the_slo_threshold(self):
         # run.sh passes the SLO file's threshold; runs without it (compose) use these defaults
         ms = f"{slo_gate.load_slo(slo_gate.DEFAULT_SLO).latency_threshold_ms:g}"
-        here = Path(slo_gate.__file__).resolve().parent
-        self.assertIn(f"${{__P(latency_threshold_ms,{ms})}}", (here / "load_test.jmx").read_text(encoding="utf-8"))
+        self.assertIn(f"${{__P(latency_threshold_ms,{ms})}}", (HERE / "load_test.jmx").read_text(encoding="utf-8"))
         self.assertIn(f"\njmeter.reportgenerator.apdex_satisfied_threshold={ms}\n",
-                      (here / "jmeter.properties").read_text(encoding="utf-8"))
+                      (HERE / "jmeter.properties").read_text(encoding="utf-8"))
+
+    def test_the_plan_reads_the_routes_file_the_gate_reads(self):
+        plan = ET.parse(HERE / "load_test.jmx")
+        csv_set = plan.find(".//CSVDataSet")
+        props = {e.get("name"): (e.text or "") for e in csv_set}
+        # the default file is the gate's default, beside the plan (compose mounts jmeter/ whole)
+        self.assertEqual(props["filename"], f"${{__P(routes,{slo_gate.DEFAULT_ROUTES.name})}}")
+        self.assertEqual(slo_gate.DEFAULT_ROUTES.parent, HERE)
+        self.assertEqual(props["delimiter"], slo_gate.ROUTE_SEPARATOR)
+        self.assertEqual(props["variableNames"], "")  # from the header row, which the gate insists on
+        self.assertEqual(props["quotedData"], "false")  # '"' is an ordinary character in the file
+        used = set(re.findall(r"\$\{(\w+)\}", (HERE / "load_test.jmx").read_text(encoding="utf-8")))
+        self.assertEqual(used & set(slo_gate.ROUTE_COLUMNS), set(slo_gate.ROUTE_COLUMNS))
+
+    def test_the_repository_routes_keep_the_original_checks_and_mix(self):
+        routes = {r.label: r for r in slo_gate.load_routes(slo_gate.DEFAULT_ROUTES)}
+        self.assertEqual({label: (r.method, r.path, r.status) for label, r in routes.items()},
+                         {"health": ("GET", "/api/v1/health", "200"), "info": ("GET", "/api/v1/info", "200")})
+        total = sum(r.weight for r in routes.values())
+        self.assertEqual({label: r.weight / total for label, r in routes.items()}, {"health": 0.25, "info": 0.75})
+        # JMeter's Perl 5 regular expressions and Python's agree on lookaheads, classes and .*
+        self.assertRegex('{"success":true}', routes["health"].body_regex)
+        self.assertNotRegex('{"success":false}', routes["health"].body_regex)
+        info = routes["info"].body_regex
+        self.assertRegex(INFO_BODY, info)
+        for field in ("name", "release", "totalMem", "freeMem", "hostname", "arch", "cpus", "uptime", "version"):
+            with self.subTest(field):
+                self.assertNotRegex(INFO_BODY.replace(f'"{field}"', '"other"'), info)  # every field
+        self.assertNotRegex(INFO_BODY.replace('"cpus":2', '"cpus":"2"'), info)  # numbers as numbers
 
 
 class GateVerdictTest(GateTest):
@@ -185,10 +288,13 @@ class GateVerdictTest(GateTest):
 
     def test_passes_a_clean_run_and_prints_the_summary(self):
         rows = [row_5(1000 + i, 10 + i % 5, "info" if i % 4 else "health") for i in range(1000)]
-        code, out = self.run_rows(rows, "--require-label", "health", "--require-label", "info")
+        routes = self.routes(route_line("health"), route_line("info", weight=3))
+        code, out = self.gate(self.jtl(HEADER_5, rows), routes=routes)
         self.assertEqual(code, 0, out)
         self.assertRegex(out, r"health\s+250\s")
         self.assertRegex(out, r"TOTAL\s+1000\s+[\d.]+\s+12\s+14\s+14\s+14\s+0\s+0\.000")
+        self.assertIn("PASS  route 'info' has samples (750)", out)
+        self.assertIn("PASS  route 'health' latency: p99 14 ms <= 150 ms", out)
         self.assertIn("slo-gate: PASS", out)
 
     def test_error_ratio_at_the_budget_passes_and_above_it_fails(self):
@@ -214,10 +320,37 @@ class GateVerdictTest(GateTest):
         self.assertIn("FAIL  latency: p99 151 ms <= 150 ms", out)
         self.assertIn("PASS  availability", out)  # slow samples are not availability errors
 
-    def test_a_required_label_without_samples_fails(self):
-        code, out = self.run_rows([row_5(1000, 5, "health")], "--require-label", "info")
+    def test_a_route_in_the_routes_file_without_samples_fails(self):
+        # the plan ran an older list, or the line never reached JMeter: the route is not covered
+        rows = [row_5(1000 + i, 5, "health") for i in range(100)]
+        routes = self.routes(route_line("health"), route_line("ready"))
+        code, out = self.gate(self.jtl(HEADER_5, rows), routes=routes)
+        self.assertEqual(code, 1, out)
+        self.assertIn("FAIL  route 'ready' has samples (0)", out)
+        self.assertIn("PASS  availability", out)  # the run as a whole is fine
+
+    def test_the_repository_routes_file_is_the_default(self):
+        code, out = self.gate(self.jtl(HEADER_5, [row_5(1000, 5, "health")]), routes=slo_gate.DEFAULT_ROUTES)
         self.assertEqual(code, 1)
-        self.assertIn("FAIL  label 'info' has samples (0)", out)
+        self.assertIn("FAIL  route 'info' has samples (0)", out)
+
+    def test_a_rare_route_breaking_the_error_budget_fails_though_the_total_passes(self):
+        rows = [row_5(1000 + i, 5) for i in range(2000)]
+        rows += [row_5(3000 + i, 5, "rare") for i in range(9)]
+        rows.append(row_5(4000, 5, "rare", "500", False, "Test failed: code expected to equal /200/"))
+        code, out = self.gate(self.jtl(HEADER_5, rows), routes=self.routes(route_line("health"), route_line("rare")))
+        self.assertEqual(code, 1, out)
+        self.assertIn("PASS  availability: error ratio 0.050 %", out)
+        self.assertIn("FAIL  route 'rare' availability: error ratio 10.000 %", out)
+
+    def test_a_rare_route_breaking_the_latency_objective_fails_though_the_total_passes(self):
+        rows = [row_5(1000 + i, 5) for i in range(2000)]
+        rows += [row_5(3000 + i, 5, "rare") for i in range(8)]
+        rows += [row_5(4000 + i, 400, "rare", success=False, message=SLOW) for i in range(2)]
+        code, out = self.gate(self.jtl(HEADER_5, rows), routes=self.routes(route_line("health"), route_line("rare")))
+        self.assertEqual(code, 1, out)
+        self.assertIn("PASS  latency: p99 5 ms", out)
+        self.assertIn("FAIL  route 'rare' latency: p99 400 ms <= 150 ms", out)
 
     def test_too_few_samples_fail(self):
         self.assertEqual(self.run_rows([row_5(1000, 5)], "--min-samples", "2")[0], 1)

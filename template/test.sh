@@ -14,7 +14,8 @@
 #    amtool, compose config, dashboards), the whole deploy suite (helm lint/template,
 #    kubernetes-validate, chart tests, checkov, actionlint, zizmor);
 # 4. the first-endpoint fixture (template/fixtures/first-endpoint.patch, the example of
-#    docs/architecture.md) applied to the renamed copy, and the Rust tests again.
+#    docs/architecture.md) applied to the renamed copy: the Rust tests again, and a short load
+#    test of the renamed binary that covers the new route through its one jmeter/routes.csv line.
 # The copy shares this tree's cargo target directory and tools, so only the renamed crate is
 # built again. Ends with `template: N passed, M failed`.
 set -euo pipefail
@@ -27,7 +28,7 @@ FORK_NAME=${FORK_NAME:-orders-api}
 FORK_SNAKE=${FORK_NAME//-/_}
 
 log "tools"
-apt_install git python3-venv curl
+apt_install git python3-venv curl jmeter jmeter-http default-jdk-headless
 pip_install "PyYAML==6.0.3"
 PY="$VENV/bin/python"
 
@@ -147,6 +148,21 @@ fork_suite() { (cd "$FORK" && "$@"); }
 
 first_endpoint_applies() { fork_git apply --verbose "$FORK/template/fixtures/first-endpoint.patch"; }
 
+# first_endpoint_under_load: the fixture's one line in jmeter/routes.csv is all the load test
+# needs: a short JMeter run against the renamed binary samples the new route, and the SLO gate
+# judges it on its own samples (it fails when a listed route has none).
+first_endpoint_under_load() {
+  local bin="$CARGO_TARGET_DIR/debug/$FORK_NAME" port out="$WORK/jmeter"
+  port=$(free_port)
+  APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=$port APP__METRICS__HOST=127.0.0.1 \
+    APP__METRICS__PORT="$(free_port)" APP__SHUTDOWN__DRAIN_DELAY=0s APP__LOG__LEVEL=warn "$bin" >"$WORK/load.log" 2>&1 &
+  serve_pid=$!
+  wait_http "http://127.0.0.1:$port/api/v1/health" 10
+  OUT="$out" "$FORK/jmeter/run.sh" -Jhost=127.0.0.1 -Jport="$port" -Jthreads=2 -Jrampup=1 -Jhold=5 -Jrps=100
+  kill -TERM "$serve_pid" && wait "$serve_pid" && serve_pid=''
+  grep -q ',note_put,' "$out/results.jtl" || { echo "no note_put samples in $out/results.jtl"; return 1; }
+}
+
 log "here"
 step "rename tool: unit tests" python3 -m unittest discover -s template -p 'test_*.py'
 step "every spelling of '$SERVICE' can be renamed for certain" python3 template/rename.py --check
@@ -179,5 +195,6 @@ step "renamed: deploy suite (helm, kubernetes-validate, chart tests, linters)" f
 log "the first endpoint (docs/architecture.md) on the renamed copy"
 step "first-endpoint.patch applies" first_endpoint_applies
 step "renamed + first endpoint: Rust tests (nextest)" fork_rust_tests
+step "renamed + first endpoint: under load with its one routes.csv line, SLO gate passes" first_endpoint_under_load
 
 steps_summary template
