@@ -35,6 +35,9 @@ pub enum ApiError {
     ShuttingDown,
     #[error("internal server error")]
     Internal,
+    /// An error injected on purpose (`crate::faults`), with the 5xx status it was given.
+    #[error("fault injected on purpose: see /faults on the metrics port")]
+    InjectedFault(StatusCode),
 }
 
 impl ApiError {
@@ -61,6 +64,7 @@ impl ApiError {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InjectedFault(status) => *status,
         }
     }
 
@@ -73,6 +77,7 @@ impl ApiError {
             Self::Timeout => "timeout",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::InjectedFault(_) => "injected_fault",
         })
     }
 

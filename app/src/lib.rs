@@ -2,11 +2,12 @@
 //!
 //! Where things live: `settings` (config), `telemetry` (logs), `metrics`, `routes`, `error`,
 //! `extract` (extractors that reject with `error`), `shutdown`, `startup` (listeners, layers,
-//! serving), `system_info` (the /info snapshot) and `healthcheck` (the image's HEALTHCHECK
-//! client).
+//! serving), `system_info` (the /info snapshot), `faults` (fault injection, off by default) and
+//! `healthcheck` (the image's HEALTHCHECK client).
 
 pub mod error;
 pub mod extract;
+pub mod faults;
 pub mod healthcheck;
 pub mod metrics;
 pub mod routes;

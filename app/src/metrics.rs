@@ -15,8 +15,10 @@ use axum::routing::get;
 use axum_prometheus::AXUM_HTTP_REQUESTS_DURATION_SECONDS;
 use axum_prometheus::metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use http::{HeaderValue, header};
+use tower::util::MapResponseLayer;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, json_error_bodies};
+use crate::faults::Faults;
 pub use http_layer::HttpMetricLayer;
 use http_layer::SeriesTable;
 
@@ -67,11 +69,12 @@ fn recorder() -> PrometheusHandle {
         .clone()
 }
 
-/// Everything `/metrics` renders.
+/// Everything `/metrics` renders, and the faults `/faults` switches (same listener: never public).
 #[derive(Clone)]
 pub struct Metrics {
     handle: PrometheusHandle,
     process: Arc<metrics_process::Collector>,
+    faults: Option<Faults>,
 }
 
 impl Metrics {
@@ -100,6 +103,15 @@ impl Metrics {
         Self {
             handle,
             process: Arc::new(process),
+            faults: None,
+        }
+    }
+
+    /// Serves `GET`/`PUT`/`DELETE /faults` for these faults beside `/metrics`.
+    pub fn with_faults(self, faults: Faults) -> Self {
+        Self {
+            faults: Some(faults),
+            ..self
         }
     }
 
@@ -115,12 +127,20 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// The router of the metrics listener; its requests are not counted.
+    /// The router of the metrics listener (`/metrics`, and `/faults` when given); its requests
+    /// are not counted.
     pub fn router(self) -> Router {
-        Router::new()
+        let faults = self.faults.clone();
+        let mut router = Router::new()
             .route("/metrics", get(render))
+            .with_state(self);
+        if let Some(faults) = faults {
+            router = router.merge(faults.router());
+        }
+        router
             .fallback(|| async { ApiError::NO_ROUTE })
-            .with_state(self)
+            // A wrong method (`POST /faults`) gets the one error shape too.
+            .layer(MapResponseLayer::new(json_error_bodies))
     }
 }
 

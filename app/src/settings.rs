@@ -23,6 +23,7 @@ pub struct Settings {
     pub cors: CorsSettings,
     pub shutdown: ShutdownSettings,
     pub tracing: TracingSettings,
+    pub faults: FaultSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +207,171 @@ impl TracingSettings {
     }
 }
 
+/// Injected faults for game days and alert drills: a share of API requests answered with a
+/// server error, a share delayed. All off by default; `/faults` on the metrics listener changes
+/// them at runtime (`crate::faults`), with the same JSON shape and the same checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Share (0-1) of API requests answered with one of `error_statuses`.
+    pub error_ratio: f64,
+    /// The statuses an injected error picks from, evenly: 5xx only, so it counts as an error.
+    #[serde(deserialize_with = "statuses")]
+    pub error_statuses: Vec<u16>,
+    /// Share (0-1) of API requests delayed, before their handler runs, by a duration drawn
+    /// evenly from `latency_min..=latency_max`.
+    pub latency_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    pub latency_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub latency_max: Duration,
+}
+
+impl FaultSettings {
+    /// The longest delay that can be injected: a game day needs seconds, not hours, and a held
+    /// request holds a connection.
+    pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+
+    /// Whether any fault can be injected at all.
+    pub fn active(&self) -> bool {
+        self.error_ratio > 0.0 || self.latency_ratio > 0.0
+    }
+
+    /// The checks of the settings and of `PUT /faults`; the error names the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (key, ratio) in [
+            ("faults.error_ratio", self.error_ratio),
+            ("faults.latency_ratio", self.latency_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(SettingsError::invalid(
+                    key,
+                    ratio,
+                    "must be between 0 and 1",
+                ));
+            }
+        }
+        const STATUSES: &str = "faults.error_statuses";
+        let listed = || {
+            let codes: Vec<String> = self.error_statuses.iter().map(u16::to_string).collect();
+            codes.join(",")
+        };
+        if self.error_statuses.is_empty() {
+            return Err(SettingsError::invalid(
+                STATUSES,
+                "",
+                "must list at least one status",
+            ));
+        }
+        if let Some(bad) = self
+            .error_statuses
+            .iter()
+            .find(|s| !(500..=599).contains(*s))
+        {
+            return Err(SettingsError::invalid(
+                STATUSES,
+                listed(),
+                format!("{bad} is not a server error (500-599): only those count as errors"),
+            ));
+        }
+        if self.error_statuses.len() > 16 {
+            return Err(SettingsError::invalid(
+                STATUSES,
+                listed(),
+                "at most 16 statuses",
+            ));
+        }
+        let format = humantime_serde::re::humantime::format_duration;
+        if self.latency_max > Self::MAX_LATENCY {
+            return Err(SettingsError::invalid(
+                "faults.latency_max",
+                format(self.latency_max),
+                format!("must be at most {}", format(Self::MAX_LATENCY)),
+            ));
+        }
+        if self.latency_min > self.latency_max {
+            return Err(SettingsError::invalid(
+                "faults.latency_min",
+                format(self.latency_min),
+                format!(
+                    "must not exceed faults.latency_max ({})",
+                    format(self.latency_max)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A list of statuses from TOML or JSON (`[500, 503]`), or from the environment: there
+/// `500,503` arrives as a list of strings, and a single `500` as a number.
+fn statuses<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::Error> {
+    use serde::de::{self, SeqAccess, Unexpected, Visitor};
+
+    struct Statuses;
+    const EXPECTED: &str = "HTTP statuses, e.g. [500, 503] or \"500,503\"";
+
+    fn status<E: de::Error>(text: &str) -> Result<u16, E> {
+        text.trim()
+            .parse()
+            .map_err(|_| E::invalid_value(Unexpected::Str(text), &"a status such as 503"))
+    }
+
+    impl<'de> Visitor<'de> for Statuses {
+        type Value = Vec<u16>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+
+        fn visit_u64<E: de::Error>(self, code: u64) -> Result<Vec<u16>, E> {
+            let code = u16::try_from(code)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(code), &self))?;
+            Ok(vec![code])
+        }
+
+        fn visit_i64<E: de::Error>(self, code: i64) -> Result<Vec<u16>, E> {
+            let code = u64::try_from(code)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(code), &self))?;
+            self.visit_u64(code)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u16>, E> {
+            text.split(',').map(status).collect()
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u16>, A::Error> {
+            let mut codes = Vec::new();
+            while let Some(more) = seq.next_element_seed(Statuses)? {
+                codes.extend(more);
+            }
+            Ok(codes)
+        }
+    }
+
+    impl<'de> de::DeserializeSeed<'de> for Statuses {
+        type Value = Vec<u16>;
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<u16>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    deserializer.deserialize_any(Statuses)
+}
+
+impl Default for FaultSettings {
+    fn default() -> Self {
+        Self {
+            error_ratio: 0.0,
+            error_statuses: vec![500],
+            latency_ratio: 0.0,
+            latency_min: Duration::ZERO,
+            latency_max: Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("invalid setting {key} = {value:?}: {reason}")]
@@ -272,6 +438,7 @@ impl Settings {
                     .separator(ENV_SEPARATOR)
                     .list_separator(",")
                     .with_list_parse_key("cors.allowed_origins")
+                    .with_list_parse_key("faults.error_statuses")
                     .try_parsing(true)
                     .source(Some(env.clone())),
             )
@@ -321,7 +488,8 @@ impl Settings {
             return Err(SettingsError::invalid("log.level", &self.log.level, e));
         }
         self.cors.validate()?;
-        self.tracing.validate()
+        self.tracing.validate()?;
+        self.faults.validate()
     }
 }
 
@@ -461,7 +629,8 @@ fn explain(
         } => (key, error.to_string()),
         _ => return SettingsError::Load(error),
     };
-    let var = env_var_for(key);
+    // An element of a list (`faults.error_statuses[1]`) came from the list's variable.
+    let var = env_var_for(key.split('[').next().unwrap_or(key));
     let value = match env.get(&var) {
         Some(value) => value.clone(),
         None => config
@@ -473,4 +642,83 @@ fn explain(
         false => key.clone(),
     };
     SettingsError::Invalid { key, value, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&Path>, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load_from(file, env.collect())
+    }
+
+    #[test]
+    fn faults_are_off_by_default() {
+        let faults = load(None, &[]).unwrap().faults;
+        assert_eq!(faults, FaultSettings::default());
+        assert!(!faults.active());
+        assert_eq!(faults.error_statuses, [500]);
+    }
+
+    #[test]
+    fn error_statuses_read_as_one_or_many_from_the_environment_and_a_file() {
+        for (value, expected) in [("503", vec![503]), ("502, 504", vec![502, 504])] {
+            let env = [("APP__FAULTS__ERROR_STATUSES", value)];
+            assert_eq!(load(None, &env).unwrap().faults.error_statuses, expected);
+        }
+        let file = std::env::temp_dir().join(format!("faults-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[faults]\nerror_ratio = 0.5\nerror_statuses = [500, 503]\nlatency_max = \"250ms\"\n",
+        )
+        .unwrap();
+        let loaded = load(Some(&file), &[]);
+        std::fs::remove_file(&file).unwrap();
+        let faults = loaded.unwrap().faults;
+        assert_eq!(faults.error_statuses, [500, 503]);
+        assert_eq!(faults.error_ratio, 0.5);
+        assert_eq!(faults.latency_max, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_faults_are_refused_naming_the_key() {
+        for (var, value, key) in [
+            ("APP__FAULTS__ERROR_RATIO", "1.5", "faults.error_ratio"),
+            ("APP__FAULTS__ERROR_RATIO", "NaN", "faults.error_ratio"),
+            ("APP__FAULTS__LATENCY_RATIO", "2", "faults.latency_ratio"),
+            (
+                "APP__FAULTS__ERROR_STATUSES",
+                "404",
+                "faults.error_statuses",
+            ),
+            (
+                "APP__FAULTS__ERROR_STATUSES",
+                "200",
+                "faults.error_statuses",
+            ),
+            (
+                "APP__FAULTS__ERROR_STATUSES",
+                "500,600",
+                "faults.error_statuses",
+            ),
+            (
+                "APP__FAULTS__ERROR_STATUSES",
+                "70000",
+                "faults.error_statuses",
+            ),
+            ("APP__FAULTS__LATENCY_MIN", "1s", "faults.latency_min"),
+            ("APP__FAULTS__LATENCY_MAX", "61s", "faults.latency_max"),
+        ] {
+            let error = load(None, &[(var, value)]).unwrap_err().to_string();
+            assert!(error.contains(key), "{var}={value}: {error}");
+        }
+        let min_above_max = [
+            ("APP__FAULTS__LATENCY_MIN", "300ms"),
+            ("APP__FAULTS__LATENCY_MAX", "200ms"),
+        ];
+        let error = load(None, &min_above_max).unwrap_err().to_string();
+        assert!(error.contains("faults.latency_min"), "{error}");
+        assert!(load(None, &[("APP__FAULTS__LATENCY_MAX", "60s")]).is_ok());
+    }
 }

@@ -26,6 +26,7 @@ use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
 use crate::error::{json_error_bodies, panic_response};
+use crate::faults::{Faults, InjectedError};
 use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED, route_label};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
@@ -40,12 +41,30 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REQUEST_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::http");
 
 /// The whole API: routes plus layers, listed in the order a request meets them.
-/// `metrics` is `None` only for benchmarks that measure the metrics layer's cost.
+/// `metrics` is `None` only for benchmarks that measure the metrics layer's cost. The faults
+/// are `settings.faults`, fixed; `app_with_faults` takes a handle that can change them.
 pub fn app(
     routes: Router,
     readiness: Readiness,
     settings: &Settings,
     metrics: Option<HttpMetricLayer>,
+) -> Router {
+    app_with_faults(
+        routes,
+        readiness,
+        settings,
+        metrics,
+        Faults::new(&settings.faults),
+    )
+}
+
+/// `app`, with the faults the caller also serves at `/faults` (what `Application` runs).
+pub fn app_with_faults(
+    routes: Router,
+    readiness: Readiness,
+    settings: &Settings,
+    metrics: Option<HttpMetricLayer>,
+    faults: Faults,
 ) -> Router {
     let server = &settings.server;
     // The metrics layer is optional (benchmarks measure its cost), so the services on both
@@ -81,7 +100,9 @@ pub fn app(
             .layer(TimeoutLayer::with_status_code(
                 http::StatusCode::GATEWAY_TIMEOUT,
                 server.request_timeout,
-            )),
+            ))
+            // Innermost: injected latency is cut by the timeout, injected errors are counted.
+            .layer(faults.layer()),
     )
 }
 
@@ -108,6 +129,8 @@ impl<B> MakeSpan<B> for RequestSpan {
             route,
             path = request.uri().path(),
             request_id,
+            fault = Empty,
+            fault_delay_ms = Empty,
             trace_id = Empty,
             otel.name = Empty,
             otel.kind = Empty,
@@ -129,7 +152,10 @@ impl<B> MakeSpan<B> for RequestSpan {
 fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span) {
     let status = response.status().as_u16();
     let latency_ms = latency.as_secs_f64() * 1000.0;
-    if response.status().is_server_error() {
+    if response.extensions().get::<InjectedError>().is_some() {
+        // Counted as an error by the metrics, as intended; the log says it was not a real one.
+        tracing::event!(target: REQUEST_LOG, Level::WARN, status, latency_ms, "request failed: injected fault");
+    } else if response.status().is_server_error() {
         tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "request failed");
     } else {
         tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed");
@@ -187,12 +213,16 @@ impl Application {
     /// it to mount slow or panicking handlers).
     pub async fn with_routes(settings: Settings, extra: Router) -> anyhow::Result<Self> {
         let metrics = Metrics::install();
+        // After the recorder: `new` describes the faults' counter to it.
+        let faults = Faults::new(&settings.faults);
+        let metrics = metrics.with_faults(faults.clone());
         let state = AppState::new(&settings)?;
-        let router = app(
+        let router = app_with_faults(
             routes::router(state.clone()).merge(extra),
             state.readiness.clone(),
             &settings,
             Some(metrics.http_layer()),
+            faults,
         );
         Self::bind(settings, router, state.readiness, metrics).await
     }

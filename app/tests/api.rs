@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::{spawn_app, spawn_app_with, test_settings};
+use common::{metric_value, spawn_app, spawn_app_with, test_settings};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -155,6 +155,69 @@ async fn repeated_requests_count_into_their_own_series() {
             "{series}\n{after}"
         );
     }
+}
+
+/// `rate()` needs an earlier sample: a 5xx series created by its first error would never count
+/// that error. A route's first request creates its 5xx series at zero, beside its own status.
+#[tokio::test]
+async fn a_routes_first_request_creates_its_5xx_series_at_zero() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    assert_eq!(app.get("/api/v1/info").await.status(), 200);
+    assert_eq!(app.get("/not/a/route").await.status(), 404);
+    let text = app.scrape().await;
+
+    // Assert
+    let series = |status: &str| {
+        format!(r#"http_requests_total{{method="GET",status="{status}",endpoint="/api/v1/info"}}"#)
+    };
+    assert_eq!(metric_value(&text, &series("200")), Some(1.0), "{text}");
+    for status in ["500", "503", "504"] {
+        assert_eq!(metric_value(&text, &series(status)), Some(0.0), "{text}");
+    }
+    assert!(
+        !text.contains(r#"method="HEAD""#),
+        "only the (method, route) pairs seen: {text}"
+    );
+    for status in ["500", "503", "504"] {
+        assert!(
+            !text.contains(&format!(r#"status="{status}",endpoint="unmatched""#)),
+            "no 5xx series for unmatched paths: {text}"
+        );
+    }
+}
+
+/// Burns CPU in this process (the server's) for about `period`.
+fn burn_cpu(period: Duration) {
+    let started = Instant::now();
+    let mut x = 1u64;
+    while started.elapsed() < period {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    std::hint::black_box(x);
+}
+
+/// `process_cpu_seconds_total` keeps its fraction: `rate()` of whole seconds reads 0 for a
+/// service that uses less than a core-second per scrape interval.
+#[tokio::test]
+async fn cpu_seconds_are_scraped_with_their_fraction() {
+    let app = spawn_app().await;
+    let mut seen = Vec::new();
+    // Bounded: at most 20 rounds of 50 ms; a whole number can occur once in a while, not always.
+    for _ in 0..20 {
+        burn_cpu(Duration::from_millis(50));
+        let text = app.scrape().await;
+        let cpu = metric_value(&text, "process_cpu_seconds_total").expect("the CPU series");
+        if cpu > 0.0 && cpu.fract() != 0.0 {
+            return;
+        }
+        seen.push(cpu);
+    }
+    panic!("process_cpu_seconds_total stayed a whole number: {seen:?}");
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ async fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
 
 #[tokio::test]
 async fn bad_settings_exit_non_zero_naming_the_key_and_value() {
-    let cases: [(&str, &str, &[&str]); 9] = [
+    let cases: [(&str, &str, &[&str]); 17] = [
         ("PORT", "abc", &["PORT", "abc"]),
         (
             "APP__SERVER__PORT",
@@ -55,6 +55,46 @@ async fn bad_settings_exit_non_zero_naming_the_key_and_value() {
             "APP__TRACING__SAMPLE_RATIO",
             "1.5",
             &["tracing.sample_ratio", "1.5"],
+        ),
+        (
+            "APP__FAULTS__ERROR_RATIO",
+            "1.5",
+            &["faults.error_ratio", "1.5", "between 0 and 1"],
+        ),
+        (
+            "APP__FAULTS__LATENCY_RATIO",
+            "-0.1",
+            &["faults.latency_ratio", "-0.1"],
+        ),
+        (
+            "APP__FAULTS__ERROR_STATUSES",
+            "404",
+            &["faults.error_statuses", "404"],
+        ),
+        (
+            "APP__FAULTS__ERROR_STATUSES",
+            "500,200",
+            &["faults.error_statuses", "200"],
+        ),
+        (
+            "APP__FAULTS__ERROR_STATUSES",
+            "five hundred",
+            &["faults.error_statuses", "five hundred"],
+        ),
+        (
+            "APP__FAULTS__LATENCY_MIN",
+            "2s",
+            &["faults.latency_min", "2s", "latency_max"],
+        ),
+        (
+            "APP__FAULTS__LATENCY_MAX",
+            "2h",
+            &["faults.latency_max", "2h"],
+        ),
+        (
+            "APP__FAULTS__LATENCY_MAX",
+            "soon",
+            &["faults.latency_max", "soon"],
         ),
         (
             "APP__SERVER__PROT",

@@ -279,3 +279,31 @@ async fn cors_preflight_is_answered() {
             .contains("GET")
     );
 }
+
+#[tokio::test]
+async fn faults_from_the_settings_fail_api_routes_but_never_the_probes_or_unknown_paths() {
+    // Arrange
+    let mut settings = Settings::default();
+    settings.faults.error_ratio = 1.0;
+    settings.faults.error_statuses = vec![502];
+    let state = AppState::new(&settings).expect("the state builds");
+    let router = app(
+        routes::router(state.clone()),
+        state.readiness.clone(),
+        &settings,
+        None,
+    );
+
+    // Act
+    let (info, _, body) = call(router.clone(), get_req("/api/v1/info")).await;
+    let (health, _, _) = call(router.clone(), get_req("/api/v1/health")).await;
+    let (ready, _, _) = call(router.clone(), get_req("/api/v1/ready")).await;
+    let (unknown, _, unknown_body) = call(router, get_req("/nope")).await;
+
+    // Assert
+    assert_eq!(info, StatusCode::BAD_GATEWAY);
+    assert_error_shape(&body, "injected_fault");
+    assert_eq!((health, ready), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(unknown, StatusCode::NOT_FOUND);
+    assert_error_shape(&unknown_body, "not_found");
+}

@@ -29,7 +29,13 @@ use http::{Method, Request, Response};
 use metrics::{Counter, Gauge, Histogram};
 use tower_http::classify::{ClassifiedResponse, ServerErrorsAsFailures, SharedClassifier};
 
-use super::route_label;
+use super::{UNMATCHED, route_label};
+
+/// The server errors whose `http_requests_total` series exist, at 0, from a route's first
+/// request on: `rate()` needs an earlier sample, so the first error of a series created by that
+/// error would never be counted (sparse errors vanished after every restart). A panic is a 500,
+/// readiness while draining a 503, the request timeout a 504.
+const PRECREATED_STATUSES: [u16; 3] = [500, 503, 504];
 
 /// `http_requests_total`, `http_request_duration_seconds` and `http_requests_pending`, labelled
 /// by route template (or `unmatched`), method and, but for pending, status.
@@ -134,6 +140,15 @@ impl Series {
             "method" => method,
             "endpoint" => endpoint.to_owned(),
         );
+        // The exporter renders a counter from its registration on (`record` is later given the
+        // same handle). Not for unmatched paths: their label is shared by every unknown path,
+        // and no handler of ours runs for them.
+        if endpoint != UNMATCHED {
+            for status in PRECREATED_STATUSES {
+                metrics::counter!(AXUM_HTTP_REQUESTS_TOTAL, &labels(method, status, endpoint))
+                    .increment(0);
+            }
+        }
         Self {
             method,
             endpoint: endpoint.into(),
@@ -154,12 +169,7 @@ impl Series {
         }
         drop(seen);
 
-        // Label order as axum-prometheus writes it; dashboards and tests match on it.
-        let labels = [
-            ("method", self.method.to_owned()),
-            ("status", status.to_string()),
-            ("endpoint", self.endpoint.to_string()),
-        ];
+        let labels = labels(self.method, status, &self.endpoint);
         let total = metrics::counter!(AXUM_HTTP_REQUESTS_TOTAL, &labels);
         let duration = metrics::histogram!(AXUM_HTTP_REQUESTS_DURATION_SECONDS, &labels);
         total.increment(1);
@@ -174,6 +184,16 @@ impl Series {
             seen.push((status, total, duration));
         }
     }
+}
+
+/// The labels of one status's series, in the order axum-prometheus writes them; dashboards and
+/// tests match on it.
+fn labels(method: &'static str, status: u16, endpoint: &str) -> [(&'static str, String); 3] {
+    [
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+        ("endpoint", endpoint.to_owned()),
+    ]
 }
 
 /// Every (method, endpoint) series seen. Its size needs no cap: methods are a fixed set, and
@@ -313,6 +333,19 @@ mod tests {
             }
         }
         assert!(!text.contains("no/such"), "raw paths never become labels");
+
+        // Each (method, route) pair seen has its 5xx series, at 0 until such an error; the
+        // route's own 503s counted into the pre-created one.
+        for (method, status) in [("GET", 500), ("GET", 504), ("POST", 500), ("", 503)] {
+            let series = format!(
+                r#"http_requests_total{{method="{method}",status="{status}",endpoint="/status/{{code}}"}}"#
+            );
+            assert_eq!(value(&text, &series), Some(0.0), "{series}\n{text}");
+        }
+        assert!(
+            !text.contains(r#"status="500",endpoint="unmatched""#),
+            "no 5xx series for unmatched paths\n{text}"
+        );
     }
 
     #[test]

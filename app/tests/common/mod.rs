@@ -55,6 +55,25 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A URL on the metrics listener (`/metrics`, `/faults`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.metrics, path)
+    }
+
+    /// `PUT /faults` on the metrics listener with `body`; returns the status and the JSON answer.
+    pub async fn put_faults(&self, body: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .put(self.admin_url("/faults"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("PUT /faults");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
     pub async fn scrape(&self) -> String {
         let response = self
             .client
@@ -72,6 +91,12 @@ impl TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// The value of one exposition line (`name{labels}`), `None` while the series does not exist.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// The real server, in this process, on random loopback ports.
@@ -109,6 +134,11 @@ pub struct TestProcess {
 impl TestProcess {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.api, path)
+    }
+
+    /// A URL on the metrics listener (`/metrics`, `/faults`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.metrics, path)
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
