@@ -3,8 +3,10 @@
 
     check_static.py compose COMPOSE_JSON   the compose file (normalised by `docker compose config
                                            --format json`) against the stack's requirements
-    check_static.py rules                  alerts: severity, annotations, runbooks; SLO thresholds
-    check_static.py dashboards             data source uids, layout, units, variables
+    check_static.py rules                  alerts: severity, annotations, runbooks, inhibition,
+                                           receivers; SLO thresholds and probes
+    check_static.py dashboards             data source uids, layout, units, variables; burn-rate
+                                           thresholds and windows; restart panels
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from common import (
     ALERT_PREFIX,
     ALERTMANAGER_FILE,
+    BLACKBOX_FILE,
     JOB,
     PROMETHEUS_FILE,
     ROOT,
@@ -27,6 +30,7 @@ from common import (
     SLO_FILE,
     Checks,
     all_panels,
+    dashboard_queries,
     latency_buckets,
     load_dashboards,
     load_rules,
@@ -37,6 +41,11 @@ from common import (
 )
 
 SEVERITIES = {"page", "ticket"}
+# The alerts the stack promises (docs/observability.md, "Alerts"); the game day relies on the names.
+REQUIRED_ALERTS = (f"{ALERT_PREFIX}Down", f"{ALERT_PREFIX}ReplicaLost", f"{ALERT_PREFIX}Absent", "HighLatencyP99",
+                   "HighErrorRatio", "PrometheusRuleEvaluationFailures", "PrometheusConfigReloadFailed",
+                   "AlertmanagerNotificationsFailing", "AlertmanagerDown")
+RECEIVER_URL = "http://alert-receiver:5001/alerts/{name}"
 RUNBOOK_SECTIONS = ["## What it means", "## Who is affected", "## How to diagnose", "## How to mitigate"]
 
 
@@ -49,7 +58,7 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     services = cfg["services"]
 
     c.check("version" not in raw, "no top-level `version:` key (Compose v2 spec)")
-    expected = {SERVICE, "lb", "prometheus", "alertmanager", "grafana", "jaeger"}
+    expected = {SERVICE, "lb", "prometheus", "alertmanager", "alert-receiver", "blackbox", "grafana", "jaeger"}
     c.check(expected <= set(services), "services present", f"missing {expected - set(services)}")
 
     # The jmeter slot (issue C): the marker comes after every service of this stack; only the
@@ -86,6 +95,8 @@ def check_compose(c: Checks, normalised_path: str) -> None:
         "alertmanager": r"^prom/alertmanager:v\d+\.\d+\.\d+$",
         "grafana": r"^grafana/grafana:\d+\.\d+\.\d+$",
         "jaeger": r"^jaegertracing/(all-in-one|jaeger):\d+\.\d+\.\d+$",
+        "alert-receiver": r"^python:\d+\.\d+\.\d+-alpine$",
+        "blackbox": r"^prom/blackbox-exporter:v\d+\.\d+\.\d+$",
     }
     for name, pattern in images.items():
         image = services[name].get("image", "")
@@ -148,6 +159,46 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     dns = (jobs.get(JOB) or {}).get("dns_sd_configs") or [{}]
     c.check(dns[0].get("names") == [SERVICE] and dns[0].get("type") == "A" and dns[0].get("port") == 9464,
             f"prometheus discovers every {SERVICE} replica with dns_sd_configs (A, {SERVICE}, 9464)")
+    c.check(all("scrape_interval" not in j and "scrape_timeout" not in j for j in jobs.values()),
+            "every scrape job uses the global interval and timeout (the alerts' promised times rely on them)",
+            str([n for n, j in jobs.items() if "scrape_interval" in j or "scrape_timeout" in j]))
+
+    # alert-receiver: the webhook receiver of alertmanager.yml, the script mounted read-only.
+    receiver = services["alert-receiver"]
+    mounts = {v.get("source"): v for v in receiver.get("volumes", [])}
+    script = str(ROOT / "monitoring" / "alert-receiver" / "receiver.py")
+    c.check(mounts.get(script, {}).get("read_only") is True,
+            "alert-receiver mounts monitoring/alert-receiver/receiver.py read-only")
+    command = receiver.get("command") or []
+    c.check(command[:2] == ["python3", "/receiver.py"] and "0.0.0.0:5001" in command and
+            "5001" in map(str, receiver.get("expose", [])) and not receiver.get("ports"),
+            "alert-receiver runs receiver.py on port 5001, exposed to the stack only", str(command))
+    c.check(receiver.get("environment", {}).get("PYTHONUNBUFFERED") == "1",
+            "alert-receiver prints unbuffered (docker compose logs shows each page at once)")
+    c.check("/receiver.py" in (receiver.get("healthcheck") or {}).get("test", []),
+            "alert-receiver's healthcheck runs the script itself")
+
+    # blackbox: the exporter Prometheus' blackbox job scrapes, probing through lb.
+    bb_mounts = {v.get("source"): v.get("target") for v in services["blackbox"].get("volumes", [])}
+    bb_target = bb_mounts.get(str(BLACKBOX_FILE.parent))
+    bb_command = " ".join(services["blackbox"].get("command") or [])
+    c.check(bool(bb_target) and f"--config.file={bb_target}/{BLACKBOX_FILE.name}" in bb_command,
+            "blackbox mounts monitoring/blackbox and reads blackbox.yml from it", f"{bb_mounts}, {bb_command}")
+    c.check("9115" in map(str, services["blackbox"].get("expose", [])) and not services["blackbox"].get("ports"),
+            "blackbox exposes 9115 to the stack only")
+    probe = jobs.get("blackbox") or {}
+    modules = yaml.safe_load(BLACKBOX_FILE.read_text())["modules"]
+    targets = [t for sc in probe.get("static_configs", []) for t in sc.get("targets", [])]
+    relabels = probe.get("relabel_configs", [])
+    c.check(probe.get("metrics_path") == "/probe" and set(probe.get("params", {}).get("module", [])) <= set(modules)
+            and probe.get("params", {}).get("module"),
+            "prometheus job blackbox asks /probe for a module of blackbox.yml", str(probe.get("params")))
+    c.check(bool(targets) and all(t.startswith("http://lb:4000/") for t in targets),
+            "the blackbox job probes through the load balancer (http://lb:4000/...)", str(targets))
+    c.check({"target_label": "__address__", "replacement": "blackbox:9115"} in relabels and
+            {"source_labels": ["__address__"], "target_label": "__param_target"} in relabels and
+            {"source_labels": ["__param_target"], "target_label": "instance"} in relabels,
+            "the blackbox job relabels target -> __param_target -> instance, and scrapes blackbox:9115")
 
 
 # ------------------------------------------------------------------------------------------- rules
@@ -157,7 +208,7 @@ def check_rules(c: Checks) -> None:
     c.check(len(alerts) > 0, "there are alerts")
     names = [a.name for a in alerts]
     c.check(len(names) == len(set(names)), "alert names are unique", str(names))
-    for want in (f"{ALERT_PREFIX}Down", f"{ALERT_PREFIX}Absent", "HighLatencyP99", "HighErrorRatio"):
+    for want in REQUIRED_ALERTS:
         c.check(want in names, f"alert {want} exists")
 
     runbooks_used = set()
@@ -203,10 +254,30 @@ def check_rules(c: Checks) -> None:
     routed = {m.split("=", 1)[1].strip('"') for r in am["route"].get("routes", []) for m in r.get("matchers", [])
               if m.startswith("severity=")}
     c.check(SEVERITIES <= routed, "alertmanager routes page and ticket", str(routed))
-    inhibit = am.get("inhibit_rules", [{}])[0]
-    c.check(inhibit.get("source_matchers") == ['severity="page"'] and
-            inhibit.get("target_matchers") == ['severity="ticket"'] and "service" in inhibit.get("equal", []),
-            "alertmanager: a page inhibits the tickets of its service")
+    # Inhibition scoped to a shared cause (issue 13, defect 6): an inhibiting alert keeps
+    # inhibiting while silenced, so `equal: [service]` alone let one silenced page hide every
+    # ticket of the service. Each rule: page -> ticket, within a service, and narrowed by another
+    # label in `equal` (slo, instance: both sides must carry it) or by the target's alertname.
+    rules_ = am.get("inhibit_rules", [])
+    c.check(bool(rules_), "alertmanager has inhibit rules")
+    for i, rule in enumerate(rules_):
+        src, dst, equal = rule.get("source_matchers", []), rule.get("target_matchers", []), rule.get("equal", [])
+        c.check('severity="page"' in src and 'severity="ticket"' in dst,
+                f"inhibit rule {i}: a page holds back tickets, never a page", f"{src} -> {dst}")
+        c.check("service" in equal, f"inhibit rule {i}: within one service (equal has service)", str(equal))
+        narrowed = [label for label in equal if label != "service"
+                    and f'{label}=~".+"' in src and f'{label}=~".+"' in dst]
+        by_name = any(m.startswith("alertname=") for m in dst) and any(m.startswith("alertname=") for m in src)
+        c.check(bool(narrowed) or by_name,
+                f"inhibit rule {i}: scoped to a shared cause (another label both sides carry, or named alerts)",
+                f"equal {equal}, {src} -> {dst}")
+    # Out of the box, notifications reach the compose service alert-receiver, one path per receiver.
+    for receiver in am["receivers"]:
+        urls = [h.get("url") for h in receiver.get("webhook_configs", [])]
+        want = RECEIVER_URL.format(name=receiver["name"])
+        c.check(urls == [want], f"alertmanager receiver {receiver['name']} posts to {want}", str(urls))
+        c.check(all(h.get("send_resolved") for h in receiver.get("webhook_configs", [])),
+                f"alertmanager receiver {receiver['name']} also sends resolved notifications")
 
     # The thresholds written by hand agree with slo.yaml and the backend's buckets.
     slo = yaml.safe_load(SLO_FILE.read_text())
@@ -214,6 +285,11 @@ def check_rules(c: Checks) -> None:
     c.check(threshold in latency_buckets(), f"SLO threshold {threshold}s is a bucket boundary of LATENCY_BUCKETS")
     c.check(slo["slos"]["availability"]["objective"] == 0.999 and slo["slos"]["latency"]["objective"] == 0.99,
             "slo.yaml objectives are 99.9% and 99%")
+    probes = slo["slos"]["availability"].get("probes", "")
+    prom_jobs = {j["job_name"]: j for j in yaml.safe_load(PROMETHEUS_FILE.read_text())["scrape_configs"]}
+    probe_job = re.fullmatch(r'\s*job="([^"]+)"\s*', probes)
+    c.check(probe_job is not None and prom_jobs.get(probe_job.group(1), {}).get("metrics_path") == "/probe",
+            "the availability SLI's probes select a blackbox scrape job of prometheus.yml", probes)
     p99 = next(a for a in alerts if a.name == "HighLatencyP99")
     c.check(re.search(rf"> {re.escape(str(threshold))}\b", p99.expr) is not None,
             f"HighLatencyP99 uses the SLO threshold {threshold}s")
@@ -232,9 +308,63 @@ def overlaps(a: dict, b: dict) -> bool:
                 a["y"] + a["h"] <= b["y"] or b["y"] + b["h"] <= a["y"])
 
 
+def tested_expressions() -> set[str]:
+    """Every promql_expr_test expression of the rule tests, whitespace normalised."""
+    out = set()
+    for path in sorted((RULES_DIR.parent / "tests").glob("*.test.yml")):
+        for case in yaml.safe_load(path.read_text()).get("tests", []):
+            for t in case.get("promql_expr_test", []) or []:
+                out.add(" ".join(t["expr"].split()))
+    return out
+
+
+def check_slo_panels(c: Checks, dashboards: dict[str, dict]) -> None:
+    """Issue 13, defect 7: the burn-rate panels draw every threshold and window the alerts use."""
+    alerting = yaml.safe_load(SLO_FILE.read_text())["alerting"]
+    rates = {float(arm["burn_rate"]) for sev in alerting.values() for arm in sev["windows"]}
+    windows = {w for sev in alerting.values() for arm in sev["windows"] for w in (arm["long"], arm["short"])}
+    slos = yaml.safe_load(SLO_FILE.read_text())["slos"]
+    for slo in slos:
+        found = [(name, p) for name, d in dashboards.items() for p in all_panels(d)
+                 if p.get("title", "").lower() == f"{slo} burn rate"]
+        if not c.check(len(found) == 1, f'one "{slo.capitalize()} burn rate" panel', str([n for n, _ in found])):
+            continue
+        name, panel = found[0]
+        steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps", [])
+        drawn = {float(s["value"]) for s in steps if s.get("value") is not None}
+        style = panel["fieldConfig"]["defaults"].get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
+        c.check(rates <= drawn and style != "off",
+                f'{name}: "{panel["title"]}" draws every burn-rate threshold of the alerts {sorted(rates)}',
+                f"drawn {sorted(drawn)}, style {style}")
+        plotted = set()
+        for t in panel.get("targets", []):
+            m = re.search(rf'slo:sli_error:ratio_rate(\w+)\{{[^}}]*slo="{slo}"', t.get("expr", ""))
+            if m:
+                plotted.add(m.group(1))
+        c.check(windows <= plotted, f'{name}: "{panel["title"]}" plots every window of the alerts {sorted(windows, key=seconds)}',
+                f"missing {sorted(windows - plotted, key=seconds)}")
+
+
+def check_restart_panels(c: Checks, dashboards: dict[str, dict]) -> None:
+    """Issue 13, defect 8: restarts counted per job, new series included, and unit-tested."""
+    tested = tested_expressions()
+    for name, d in dashboards.items():
+        for where, expr in dashboard_queries(d):
+            if "process_start_time_seconds" not in expr or "changes(" not in expr:
+                continue
+            c.check("min_over_time(process_start_time_seconds" in expr and "instance)" not in expr,
+                    f"{name} {where}: counts restarts per job, a replica back on a new address included",
+                    expr.replace("\n", " "))
+            concrete = " ".join(substitute(expr, {"instance": ".*", "route": ".*"}).split())
+            c.check(concrete in tested, f"{name} {where}: the query is unit-tested in tests/*.test.yml "
+                    "(with $instance=.* and a 1h range)", concrete)
+
+
 def check_dashboards(c: Checks) -> None:
     uid = prometheus_datasource_uid()
     dashboards = load_dashboards()
+    check_slo_panels(c, dashboards)
+    check_restart_panels(c, dashboards)
     c.check(len(dashboards) >= 3, "three dashboards or more", str(list(dashboards)))
     uids = [d.get("uid") for d in dashboards.values()]
     c.check(len(set(uids)) == len(uids) and all(uids), "dashboard uids are set and unique", str(uids))

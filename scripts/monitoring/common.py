@@ -19,6 +19,8 @@ DATASOURCES_FILE = MONITORING / "grafana" / "provisioning" / "datasources" / "da
 SLO_FILE = MONITORING / "slo.yaml"
 PROMETHEUS_FILE = MONITORING / "prometheus" / "prometheus.yml"
 ALERTMANAGER_FILE = MONITORING / "alertmanager" / "alertmanager.yml"
+BLACKBOX_FILE = MONITORING / "blackbox" / "blackbox.yml"
+RECEIVER_SCRIPT = MONITORING / "alert-receiver" / "receiver.py"
 RUNBOOKS_DIR = ROOT / "docs" / "runbooks"
 METRICS_RS = ROOT / "app" / "src" / "metrics.rs"
 NAME_SOURCE = ROOT / "app" / "Cargo.toml"
@@ -40,7 +42,7 @@ PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_second
 
 # What a dashboard's template variables become when its queries run outside Grafana. Two sets:
 # "All" for every variable, and one concrete instance and route (filled in by the live test).
-GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
+GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h", "__range_s": "3600"}
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -180,7 +182,7 @@ _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
 _BRACES = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
-_IDENT = re.compile(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_IDENT = re.compile(r"(?<![\w:.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")  # not $grafana_variables
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
              "group_right", "inf", "nan", "Inf", "NaN"}
 

@@ -1,20 +1,31 @@
 #!/usr/bin/env python3
-"""Live end-to-end test: the real backend, Prometheus and Alertmanager on 127.0.0.1.
+"""Live end-to-end test: the real backend, Prometheus, Alertmanager, blackbox exporter and webhook
+receiver on 127.0.0.1.
 
-    live_e2e.py --binary BIN --prometheus BIN --alertmanager BIN --workdir DIR
+    live_e2e.py --binary BIN --prometheus BIN --alertmanager BIN --blackbox BIN --workdir DIR
 
-1. Starts a webhook sink, two backend replicas, Alertmanager and Prometheus on free ports. Prometheus runs
-   the repository's rule files with a configuration derived from monitoring/prometheus/prometheus.yml
-   (same intervals and jobs; the DNS discovery of `backend` becomes the replicas' 127.0.0.1 targets),
-   Alertmanager the repository's routing with the webhook URLs pointed at the sink.
-2. Sends bounded traffic (every route, 404s, 405s) and checks the metrics contract on /metrics.
-3. Waits until both replicas are `up == 1` and EVERY recording rule and EVERY dashboard query (and variable) returns
-   data, with the template variables set to "All" and to one concrete instance and route.
-4. Checks that Alertmanager inhibits a ticket while a page of the same service fires.
-5. Stops one replica and measures how long BackendDown takes to reach Alertmanager (promise: 2
-   minutes) and then the `page` receiver; the replica still running must not be reported.
+1. Starts the webhook receiver (monitoring/alert-receiver/receiver.py), two backend replicas,
+   Alertmanager, the blackbox exporter and Prometheus on free ports. Prometheus runs the
+   repository's rule files with a configuration derived from monitoring/prometheus/prometheus.yml
+   (same intervals and jobs; the DNS discovery of `backend` becomes file discovery of the
+   replicas' 127.0.0.1 targets, a file this test rewrites; the blackbox job probes a replica
+   directly, there is no load balancer here), Alertmanager the repository's routing with the
+   webhook URLs pointed at the receiver.
+2. Sends bounded traffic (every route, 404s, 405s) and checks the metrics contract on /metrics;
+   every metric a rule or panel reads exists on the backend's, Prometheus', Alertmanager's or the
+   blackbox exporter's /metrics, or is recorded.
+3. Waits until both replicas are `up == 1` and EVERY recording rule and EVERY dashboard query (and
+   variable) returns data, with the template variables set to "All" and to one concrete instance
+   and route.
+4. Stops one replica and measures how long BackendDown takes to reach Alertmanager (promise: 2
+   minutes) and then the receiver's `page` path; the replica still running must not be reported.
+5. Removes that replica from discovery, as Docker's DNS does with an exited container: BackendDown
+   resolves, and BackendReplicaLost reaches Alertmanager and the `page` receiver within 2 minutes.
+6. No rule failed to evaluate, and no meta-monitoring alert fired.
 
-Every process it starts is stopped again by PID; every wait has a deadline.
+Inhibition and the receiver's output are tested by notify_e2e.py; DNS discovery itself, a load
+balancer and the full game-day scenarios by monitoring/gameday/. Every process it starts is
+stopped again by PID; every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -33,7 +44,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -41,9 +51,11 @@ import yaml
 from common import (
     ALERT_PREFIX,
     ALERTMANAGER_FILE,
+    BLACKBOX_FILE,
     JOB,
     PROMETHEUS_FILE,
     PROMETHEUS_SERIES,
+    RECEIVER_SCRIPT,
     RULES_DIR,
     SLO_FILE,
     Checks,
@@ -59,7 +71,11 @@ from common import (
 )
 
 DOWN_ALERT = f"{ALERT_PREFIX}Down"
+LOST_ALERT = f"{ALERT_PREFIX}ReplicaLost"
 DOWN_PROMISE_SECONDS = 120  # BackendDown "fires within 2 minutes" (rules/alerts.yml)
+LOST_PROMISE_SECONDS = 120  # BackendReplicaLost: discovery refresh + evaluation + `for: 1m`
+META_ALERTS = ("PrometheusRuleEvaluationFailures", "PrometheusConfigReloadFailed", "AlertmanagerNotificationsFailing",
+               "AlertmanagerDown")
 DATA_DEADLINE_SECONDS = 150  # first scrape + first evaluation of the 1m-interval SLO group, with margin
 TRAFFIC_MAX_REQUESTS = 20_000  # the traffic thread stops at whichever comes first
 TRAFFIC_MAX_SECONDS = 200
@@ -158,30 +174,22 @@ class Processes:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
-class WebhookSink:
-    """Records what Alertmanager delivers: (monotonic time, path, payload)."""
+class ReceiverLog:
+    """What the webhook receiver (monitoring/alert-receiver/receiver.py) printed: one line per alert,
+    `<time> <path> <status> <alertname> severity=... instance=... summary=...`."""
 
-    def __init__(self, port: int):
-        self.received: list[tuple[float, str, dict]] = []
-        sink = self
+    def __init__(self, path: Path):
+        self.path = path
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                sink.received.append((time.monotonic(), self.path, json.loads(body or b"{}")))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def find(self, alertname: str, status: str = "firing") -> list[tuple[str, str]]:
+        """(path, line) of every line about alertname with that status."""
+        out = []
+        text = self.path.read_text(errors="replace") if self.path.exists() else ""
+        for line in text.splitlines():
+            fields = line.split(" ", 4)
+            if len(fields) >= 4 and fields[2] == status and fields[3] == alertname:
+                out.append((fields[1], line))
+        return out
 
 
 class Traffic(threading.Thread):
@@ -217,30 +225,51 @@ class Traffic(threading.Thread):
         self.join(5)
 
 
-def derive_prometheus_config(targets: dict[str, list[str]], am_addr: str) -> dict:
-    """monitoring/prometheus/prometheus.yml with 127.0.0.1 targets; everything else kept."""
+def derive_prometheus_config(targets: dict[str, list[str]], am_addr: str, file_sd: Path,
+                             blackbox_addr: str, probe_url: str) -> dict:
+    """monitoring/prometheus/prometheus.yml with 127.0.0.1 targets; everything else kept.
+
+    The service's job reads its targets from `file_sd` (rewritten by the test, like DNS answers
+    change); the blackbox job probes probe_url through the exporter at blackbox_addr; jobs of
+    services this test does not run (grafana) are dropped.
+    """
     cfg = yaml.safe_load(PROMETHEUS_FILE.read_text())
     cfg["rule_files"] = [str(PROMETHEUS_FILE.parent / pattern) for pattern in cfg["rule_files"]]
     cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [am_addr]}]}]
     jobs = []
     for job in cfg["scrape_configs"]:
         name = job["job_name"]
-        if name not in targets:
+        if name == JOB:
+            job.pop("dns_sd_configs", None)
+            job["file_sd_configs"] = [{"files": [str(file_sd)]}]
+        elif name == "blackbox":
+            job["static_configs"] = [{"targets": [probe_url]}]
+            for relabel in job.get("relabel_configs", []):
+                if relabel.get("target_label") == "__address__":
+                    relabel["replacement"] = blackbox_addr
+        elif name in targets:
+            job["static_configs"] = [{"targets": targets[name]}]
+        else:
             continue  # e.g. grafana: not running in this test
-        job.pop("dns_sd_configs", None)
-        job["static_configs"] = [{"targets": targets[name]}]
         jobs.append(job)
     cfg["scrape_configs"] = jobs
     return cfg
 
 
-def derive_alertmanager_config(sink_addr: str) -> dict:
-    """monitoring/alertmanager/alertmanager.yml with every webhook sent to the local sink."""
+def write_targets(file_sd: Path, instances: list[str]) -> None:
+    """What discovery returns, like Docker's DNS: written whole, then renamed into place."""
+    tmp = file_sd.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": instances}]))
+    tmp.replace(file_sd)
+
+
+def derive_alertmanager_config(receiver_addr: str) -> dict:
+    """monitoring/alertmanager/alertmanager.yml with every webhook sent to the receiver, same path."""
     cfg = yaml.safe_load(ALERTMANAGER_FILE.read_text())
     for receiver in cfg["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             path = urllib.parse.urlsplit(hook["url"]).path
-            hook["url"] = f"http://{sink_addr}{path}"
+            hook["url"] = f"http://{receiver_addr}{path}"
     return cfg
 
 
@@ -267,7 +296,13 @@ def am_alerts(base: str, alertname: str) -> list[dict]:
     return json.loads(http("GET", url)[2])
 
 
-def check_metrics_contract(c: Checks, metrics_base: str, rules, dashboards) -> None:
+def check_metrics_contract(c: Checks, metrics_base: str, rules, dashboards, others: dict[str, str]) -> None:
+    """The service's /metrics against docs/contract.md; every name a rule or panel reads exists.
+
+    others: {what: URL} of the other exporters whose series rules and panels read (Prometheus,
+    Alertmanager, the blackbox exporter's probe), checked for those names as the real versions
+    expose them.
+    """
     status, headers, body = http("GET", metrics_base + "/metrics")
     content_type = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
     c.check(status == 200, "/metrics answers 200")
@@ -298,6 +333,10 @@ def check_metrics_contract(c: Checks, metrics_base: str, rules, dashboards) -> N
     c.check(threshold in buckets, f"the SLO threshold {threshold}s is a bucket boundary of the scraped histogram")
 
     exposed = exposed_names(types, series)
+    for what, url in others.items():
+        other_status, _, other_body = http("GET", url, timeout=10)
+        c.check(other_status == 200, f"{what} answers {url}", str(other_status))
+        exposed |= exposed_names(*parse_exposition(other_body.decode(errors="replace")))
     recorded = {r.name for r in rules if r.kind == "record"}
     used: dict[str, set[str]] = {}
     for r in rules:
@@ -312,7 +351,7 @@ def check_metrics_contract(c: Checks, metrics_base: str, rules, dashboards) -> N
                 used.setdefault(n, set()).add(f"{fname} ${var}")
     for name, where in sorted(used.items()):
         ok = name in exposed or name in recorded or name in PROMETHEUS_SERIES
-        c.check(ok, f"metric {name} (used by {len(where)} rules/panels) exists in /metrics or is recorded",
+        c.check(ok, f"metric {name} (used by {len(where)} rules/panels) is exposed or recorded",
                 ", ".join(sorted(where)[:3]))
 
 
@@ -351,27 +390,31 @@ def wait_for_data(c: Checks, prom: str, rules, dashboards, values_sets: list[dic
         c.check(name not in pending, f"returns data: {name}", last_error.get(name, expr.replace("\n", " ")))
 
 
-def check_inhibition(c: Checks, am: str) -> None:
-    """A page inhibits a ticket of the same service, not one of another service."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    alerts = [
-        {"labels": {"alertname": "E2EPage", "severity": "page", "service": "e2e"}, "startsAt": now},
-        {"labels": {"alertname": "E2ETicket", "severity": "ticket", "service": "e2e"}, "startsAt": now},
-        {"labels": {"alertname": "E2EOtherTicket", "severity": "ticket", "service": "other"}, "startsAt": now},
-    ]
-    status = http("POST", f"{am}/api/v2/alerts", body=json.dumps(alerts).encode())[0]
-    c.check(status == 200, "Alertmanager accepts alerts on /api/v2/alerts", str(status))
-    deadline = time.monotonic() + 10
-    ticket = other = []
+def wait_for_alert(am: str, receiver: ReceiverLog, alertname: str, t0: float, promise: float,
+                   done=lambda: True) -> tuple[float | None, float | None, str | None, list[dict]]:
+    """Polls until alertname is active in Alertmanager and printed by the receiver (and done()).
+
+    Returns (seconds to Alertmanager, seconds to the receiver, the receiver's path, active alerts).
+    """
+    fired_after = delivered_after = None
+    path = None
+    active: list[dict] = []
+    deadline = t0 + promise + 20  # a little past the promise, to report a miss precisely
     while time.monotonic() < deadline:
-        ticket, other = am_alerts(am, "E2ETicket"), am_alerts(am, "E2EOtherTicket")
-        if ticket and ticket[0]["status"].get("inhibitedBy"):
+        if fired_after is None:
+            active = [a for a in am_alerts(am, alertname) if a["status"]["state"] == "active"]
+            if active:
+                fired_after = time.monotonic() - t0
+                log(f"{alertname} active in Alertmanager after {fired_after:.1f}s")
+        if delivered_after is None:
+            lines = receiver.find(alertname)
+            if lines:
+                delivered_after, path = time.monotonic() - t0, lines[0][0]
+                log(f"{alertname} delivered to {path} after {delivered_after:.1f}s: {lines[0][1]}")
+        if fired_after is not None and delivered_after is not None and done():
             break
-        time.sleep(0.5)
-    c.check(bool(ticket) and bool(ticket[0]["status"].get("inhibitedBy")),
-            "a firing page inhibits the ticket of the same service", json.dumps(ticket)[:300])
-    c.check(bool(other) and not other[0]["status"].get("inhibitedBy"),
-            "a page does not inhibit the tickets of another service", json.dumps(other)[:300])
+        time.sleep(1)
+    return fired_after, delivered_after, path, active
 
 
 def run(args: argparse.Namespace) -> int:
@@ -380,14 +423,18 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     procs = Processes(workdir)
     apis, metrics = [free_port(), free_port()], [free_port(), free_port()]
-    prom_port, am_port, sink_port = free_port(), free_port(), free_port()
+    prom_port, am_port, receiver_port, blackbox_port = free_port(), free_port(), free_port(), free_port()
     prom, am = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
+    blackbox = f"http://127.0.0.1:{blackbox_port}"
     api_bases = [f"http://127.0.0.1:{p}" for p in apis]
     instances = [f"127.0.0.1:{p}" for p in metrics]
-    sink = WebhookSink(sink_port)
+    probe_url = api_bases[1] + "/api/v1/health"  # the replica that keeps running
+    file_sd = workdir / "targets.json"
+    receiver = ReceiverLog(workdir / "alert-receiver.log")
     traffic = None
     rules, dashboards = load_rules(), load_dashboards()
     try:
+        procs.start("alert-receiver", [sys.executable, str(RECEIVER_SCRIPT), "--listen", f"127.0.0.1:{receiver_port}"])
         replicas = []
         for i, (api, metrics_port) in enumerate(zip(apis, metrics)):
             env = {
@@ -402,17 +449,19 @@ def run(args: argparse.Namespace) -> int:
             replicas.append(procs.start(f"backend-{i}", [args.binary], env=env))
         for base in api_bases:
             wait_for(base + "/api/v1/health", 10, "backend")
+        procs.start("blackbox", [args.blackbox, f"--config.file={BLACKBOX_FILE}",
+                                 f"--web.listen-address=127.0.0.1:{blackbox_port}"])
 
         am_cfg = workdir / "alertmanager.yml"
-        am_cfg.write_text(yaml.safe_dump(derive_alertmanager_config(f"127.0.0.1:{sink_port}"), sort_keys=False))
+        am_cfg.write_text(yaml.safe_dump(derive_alertmanager_config(f"127.0.0.1:{receiver_port}"), sort_keys=False))
         procs.start("alertmanager", [
             args.alertmanager, f"--config.file={am_cfg}", f"--storage.path={workdir / 'am-data'}",
             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
         ])
+        write_targets(file_sd, instances)
         prom_cfg_data = derive_prometheus_config(
-            {JOB: instances, "prometheus": [f"127.0.0.1:{prom_port}"],
-             "alertmanager": [f"127.0.0.1:{am_port}"]},
-            f"127.0.0.1:{am_port}",
+            {"prometheus": [f"127.0.0.1:{prom_port}"], "alertmanager": [f"127.0.0.1:{am_port}"]},
+            f"127.0.0.1:{am_port}", file_sd, f"127.0.0.1:{blackbox_port}", probe_url,
         )
         prom_cfg = workdir / "prometheus.yml"
         prom_cfg.write_text(yaml.safe_dump(prom_cfg_data, sort_keys=False))
@@ -422,6 +471,8 @@ def run(args: argparse.Namespace) -> int:
             args.prometheus, f"--config.file={prom_cfg}", f"--storage.tsdb.path={workdir / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
         ])
+        wait_for(f"http://127.0.0.1:{receiver_port}/-/healthy", 10, "alert-receiver")
+        wait_for(blackbox + "/-/healthy", 10, "blackbox exporter")
         wait_for(am + "/-/ready", 20, "alertmanager")
         wait_for(prom + "/-/ready", 30, "prometheus")
         rule_groups = json.loads(http("GET", prom + "/api/v1/rules")[2])["data"]["groups"]
@@ -431,8 +482,9 @@ def run(args: argparse.Namespace) -> int:
         traffic = Traffic(api_bases)
         traffic.start()
         time.sleep(2)
-        check_metrics_contract(c, f"http://{instances[0]}", rules, dashboards)
-        check_inhibition(c, am)
+        probe = f"{blackbox}/probe?" + urllib.parse.urlencode({"module": "http_2xx", "target": probe_url})
+        check_metrics_contract(c, f"http://{instances[0]}", rules, dashboards, {
+            "Prometheus": prom + "/metrics", "Alertmanager": am + "/metrics", "the blackbox probe": probe})
 
         wait_for_data(c, prom, rules, dashboards,
                       [{"instance": ".*", "route": ".*"}, {"instance": instances[1], "route": "/api/v1/info"}])
@@ -440,48 +492,56 @@ def run(args: argparse.Namespace) -> int:
         log(f"traffic: {traffic.sent} requests, statuses {dict(sorted(traffic.statuses.items()))}")
         c.check(traffic.statuses.get(0, 0) == 0, "every request got an answer")
 
-        # --- outage: one replica stops; BackendDown must reach Alertmanager within the promise
+        # --- a replica stops but stays discovered (like a hung one): BackendDown within the promise
         procs.stop("backend-0")
         t0 = time.monotonic()
         log(f"replica {instances[0]} stopped (exit {replicas[0].returncode}); "
             f"waiting for {DOWN_ALERT} (promise {DOWN_PROMISE_SECONDS}s)")
         c.check(replicas[0].returncode == 0, "backend exits 0 on SIGTERM")
-        down_instances: set[str] = set()
-        fired_after = delivered_after = None
-        page_path = None
-        deadline = t0 + DOWN_PROMISE_SECONDS + 20  # a little past the promise, to report a miss precisely
-        while time.monotonic() < deadline:
-            if fired_after is None:
-                active = [a for a in am_alerts(am, DOWN_ALERT) if a["status"]["state"] == "active"]
-                down_instances = {a["labels"].get("instance") for a in active}
-                if active:
-                    fired_after = time.monotonic() - t0
-                    log(f"{DOWN_ALERT} active in Alertmanager {fired_after:.1f}s after the backend stopped")
-            for at, path, payload in sink.received:
-                names = {a["labels"].get("alertname") for a in payload.get("alerts", [])}
-                if DOWN_ALERT in names and delivered_after is None:
-                    delivered_after, page_path = at - t0, path
-                    log(f"{DOWN_ALERT} delivered to {path} {delivered_after:.1f}s after the backend stopped")
-            if fired_after is not None and delivered_after is not None:
-                break
-            time.sleep(1)
+        fired_after, delivered_after, page_path, active = wait_for_alert(
+            am, receiver, DOWN_ALERT, t0, DOWN_PROMISE_SECONDS)
+        down_instances = {a["labels"].get("instance") for a in active}
         c.check(fired_after is not None and fired_after <= DOWN_PROMISE_SECONDS,
                 f"{DOWN_ALERT} reaches Alertmanager within {DOWN_PROMISE_SECONDS}s",
                 f"after {fired_after}s" if fired_after else "never")
         c.check(down_instances == {instances[0]}, f"{DOWN_ALERT} names the stopped replica, not the running one",
                 str(down_instances))
-        c.check(page_path == "/alerts/page", f"{DOWN_ALERT} is routed to the page receiver", str(page_path))
-        (workdir / "timings.json").write_text(json.dumps(
-            {"backend_down_to_alertmanager_s": fired_after, "backend_down_to_page_receiver_s": delivered_after}))
+        c.check(page_path == "/alerts/page", f"{DOWN_ALERT} is printed by the receiver as a page", str(page_path))
+
+        # --- it leaves discovery, as an exited container leaves Docker's DNS: BackendReplicaLost
+        write_targets(file_sd, instances[1:])
+        t1 = time.monotonic()
+        log(f"replica {instances[0]} removed from discovery; waiting for {LOST_ALERT} (promise {LOST_PROMISE_SECONDS}s)")
+
+        def down_resolved() -> bool:
+            return not [a for a in am_alerts(am, DOWN_ALERT) if a["status"]["state"] == "active"]
+
+        lost_after, lost_delivered_after, lost_path, _ = wait_for_alert(
+            am, receiver, LOST_ALERT, t1, LOST_PROMISE_SECONDS, done=down_resolved)
+        c.check(lost_after is not None and lost_after <= LOST_PROMISE_SECONDS,
+                f"{LOST_ALERT} reaches Alertmanager within {LOST_PROMISE_SECONDS}s of leaving discovery",
+                f"after {lost_after}s" if lost_after else "never")
+        c.check(lost_path == "/alerts/page", f"{LOST_ALERT} is printed by the receiver as a page", str(lost_path))
+        c.check(down_resolved(), f"{DOWN_ALERT} resolves once the replica has left discovery")
+
+        # --- nothing broke on the way: every rule evaluated, no meta alert
+        failures = prom_query(prom, 'sum(prometheus_rule_evaluation_failures_total{job="prometheus"})')
+        c.check(bool(failures) and float(failures[0]["value"][1]) == 0, "no rule failed to evaluate",
+                json.dumps(failures))
+        meta = [name for name in META_ALERTS if am_alerts(am, name)]
+        c.check(not meta, "no meta-monitoring alert fired", str(meta))
+        (workdir / "timings.json").write_text(json.dumps({
+            "backend_down_to_alertmanager_s": fired_after, "backend_down_to_page_receiver_s": delivered_after,
+            "replica_lost_to_alertmanager_s": lost_after, "replica_lost_to_page_receiver_s": lost_delivered_after,
+        }))
     except Exception as e:  # a crash of the harness is a failure too, with the logs to explain it
         c.check(False, "live test ran to the end", repr(e))
-        for name in ("backend-0", "backend-1", "prometheus", "alertmanager"):
+        for name in ("backend-0", "backend-1", "prometheus", "alertmanager", "blackbox", "alert-receiver"):
             print(f"--- last lines of {name}.log\n{procs.tail(name)}")
     finally:
         if traffic is not None and traffic.is_alive():
             traffic.stop()
         procs.stop_all()
-        sink.close()
     return c.finish()
 
 
@@ -490,6 +550,7 @@ def main() -> int:
     parser.add_argument("--binary", required=True, help="the service's binary")
     parser.add_argument("--prometheus", required=True)
     parser.add_argument("--alertmanager", required=True)
+    parser.add_argument("--blackbox", required=True, help="the blackbox exporter")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
 

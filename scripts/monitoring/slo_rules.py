@@ -8,6 +8,10 @@ The output follows the SRE workbook's multi-window, multi-burn-rate scheme, as s
 generate it:
   - recording rules slo:sli_error:ratio_rate<W>{slo=...} for every window an alert needs, plus the
     SLO window itself (30d) for the error budget;
+  - for an SLO with `probes` (availability): its two parts per window as well,
+    slo:sli_error_requests:ratio_rate<W> (5xx share of the requests the app recorded) and
+    slo:sli_error_probes:ratio_rate<W> (failed share of the probes through the load balancer),
+    combined as 1 - (1 - requests) * (1 - probes), or either alone when the other has no data;
   - slo:objective:ratio and slo:error_budget_remaining:ratio for the dashboards;
   - one page and one ticket alert per SLO.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from textwrap import indent
+from textwrap import fill, indent
 
 import yaml
 
@@ -30,6 +34,8 @@ RULE_FILE = RULES_DIR / "slo.yml"
 SHORT_WINDOWS_MAX_SECONDS = 6 * 3600
 LONG_GROUP_INTERVAL = "1m"
 
+NO_BREAK = "\u00a0"
+
 ALERT_NAMES = {  # (slo, severity) -> alert name; each has docs/runbooks/<name>.md
     ("availability", "page"): "AvailabilityBudgetBurnFast",
     ("availability", "ticket"): "AvailabilityBudgetBurnSlow",
@@ -40,6 +46,9 @@ ALERT_NAMES = {  # (slo, severity) -> alert name; each has docs/runbooks/<name>.
 WHAT_BURNS = {
     "availability": "5xx responses",
     "latency": "requests slower than {threshold}s",
+}
+WHAT_BURNS_WITH_PROBES = {
+    "availability": "failed requests (5xx responses, and failed probes through the load balancer)",
 }
 
 
@@ -89,15 +98,38 @@ def record(name: str, expr: str, labels: dict[str, str]) -> str:
     )
 
 
+def probes_error_expr(probes: str, window: str) -> str:
+    """The share of failed probes over the window, averaged over the probed targets."""
+    return f"1 - avg(\n  avg_over_time(probe_success{{{probes}}}[{window}])\n)\n"
+
+
+def combined_expr(service: str, slo: str, window: str) -> str:
+    """A request fails when no replica answers it (probes) or when the one that does fails it."""
+    sel = f'{{job="{service}", slo="{slo}"}}'
+    requests = f"slo:sli_error_requests:ratio_rate{window}{sel}"
+    probes = f"slo:sli_error_probes:ratio_rate{window}{sel}"
+    return (f"1 - (\n  (1 - {requests})\n  *\n  (1 - {probes})\n)\n"
+            f"or\n{requests}\n"
+            f"or\n{probes}\n")
+
+
 def sli_records(windows, slos, selector, service):
-    """One `slo:sli_error:ratio_rate<window>` record per window and SLO."""
-    return [
-        record(f"slo:sli_error:ratio_rate{window}",
-               error_ratio_expr(slo, selector, window, cfg.get("threshold_seconds")),
-               {"service": service, "slo": slo})
-        for window in windows
-        for slo, cfg in slos.items()
-    ]
+    """One `slo:sli_error:ratio_rate<window>` record per window and SLO (after its parts, if any:
+    rules of a group run in order, so the combination reads this evaluation's parts)."""
+    out = []
+    for window in windows:
+        for slo, cfg in slos.items():
+            labels = {"service": service, "slo": slo}
+            expr = error_ratio_expr(slo, selector, window, cfg.get("threshold_seconds"))
+            if not cfg.get("probes"):
+                out.append(record(f"slo:sli_error:ratio_rate{window}", expr, labels))
+                continue
+            # The parts carry job like the requests' `sum by (job)`, so the three series match.
+            out.append(record(f"slo:sli_error_requests:ratio_rate{window}", expr, labels))
+            out.append(record(f"slo:sli_error_probes:ratio_rate{window}",
+                              probes_error_expr(cfg["probes"], window), {"job": service, **labels}))
+            out.append(record(f"slo:sli_error:ratio_rate{window}", combined_expr(service, slo, window), labels))
+    return out
 
 
 def render(spec: dict) -> str:
@@ -142,7 +174,8 @@ def render(spec: dict) -> str:
     out += ["\n", f"  - name: slo-{service}-alerts\n", "    rules:\n"]
     for slo, cfg in slos.items():
         budget = 1 - cfg["objective"]
-        what = WHAT_BURNS[slo].format(threshold=fmt(cfg.get("threshold_seconds") or 0))
+        what = (WHAT_BURNS_WITH_PROBES if cfg.get("probes") else WHAT_BURNS)[slo]
+        what = what.format(threshold=fmt(cfg.get("threshold_seconds") or 0))
         for severity, sev_cfg in alerting.items():
             name = ALERT_NAMES[(slo, severity)]
             arms = []
@@ -160,6 +193,13 @@ def render(spec: dict) -> str:
                 f"{fmt(a['burn_rate'])}x over {a['long']} and {a['short']}" for a in sev_cfg["windows"]
             )
             speed = "fast" if severity == "page" else "steadily"
+            value = "{{ $value | humanizePercentage }}".replace(" ", NO_BREAK)  # one word for fill()
+            description = fill(
+                f"{what[0].upper() + what[1:]} are {value} of the requests over "
+                f"the long window: the {slo} error budget of the {fmt(cfg['objective'] * 100)}% "
+                f"{cfg['window']} SLO burns faster than {burn_text}.",
+                width=100, initial_indent=" " * 12, subsequent_indent=" " * 12, break_on_hyphens=False,
+            ).replace(NO_BREAK, " ")
             out.append(
                 f"      - alert: {name}\n"
                 f"        expr: |\n{block(expr, 10)}"
@@ -168,9 +208,7 @@ def render(spec: dict) -> str:
                 "        annotations:\n"
                 f"          summary: {service} is burning its {slo} error budget {speed}\n"
                 "          description: >-\n"
-                f"            {what.capitalize()} are {{{{ $value | humanizePercentage }}}} of the requests over\n"
-                f"            the long window: the {slo} error budget of the {fmt(cfg['objective'] * 100)}%\n"
-                f"            {cfg['window']} SLO burns faster than {burn_text}.\n"
+                f"{description}\n"
                 f"          runbook_url: docs/runbooks/{name}.md\n"
             )
     return "".join(out)
