@@ -77,6 +77,8 @@ step "amtool: severity=ticket goes to the ticket receiver" amtool_route severity
 step "amtool: no severity goes to the default receiver" amtool_route alertname=X default
 step "blackbox exporter --config.check (monitoring/blackbox/blackbox.yml)" \
   "$BLACKBOX" --config.check --config.file=monitoring/blackbox/blackbox.yml
+step "alert receiver: unit tests (whole lines under concurrent notifications)" \
+  python3 -m unittest discover -s monitoring/alert-receiver -p 'test_*.py'
 step "notifications: inhibition, receiver output (real Alertmanager + receiver.py)" \
   timeout --signal=TERM --kill-after=10 "$NOTIFY_TIMEOUT" \
   "$PY" scripts/monitoring/notify_e2e.py --alertmanager "$ALERTMANAGER" --workdir "$WORK/notify"

@@ -26,6 +26,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,8 +39,15 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+_EMIT = threading.Lock()
+
+
 def emit(line: str) -> None:
-    print(line, flush=True)
+    """One whole line to stdout. Notifications arrive on several threads at once, and print()
+    writes the text and its newline separately, so two lines could run into one."""
+    with _EMIT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def quote(text: str) -> str:
