@@ -467,15 +467,14 @@ impl Settings {
                 "must be positive",
             ));
         }
-        positive("server.request_timeout", s.request_timeout)?;
-        positive("server.header_read_timeout", s.header_read_timeout)?;
-        positive("shutdown.timeout", self.shutdown.timeout)?;
-        if self.info.refresh_interval < Duration::from_millis(100) {
-            return Err(SettingsError::invalid(
-                "info.refresh_interval",
-                humantime_serde::re::humantime::format_duration(self.info.refresh_interval),
-                "must be at least 100ms",
-            ));
+        for (key, value, (least, most)) in [
+            ("server.request_timeout", s.request_timeout, TIMEOUT),
+            ("server.header_read_timeout", s.header_read_timeout, TIMEOUT),
+            ("info.refresh_interval", self.info.refresh_interval, REFRESH),
+            ("shutdown.drain_delay", self.shutdown.drain_delay, DRAIN),
+            ("shutdown.timeout", self.shutdown.timeout, SHUTDOWN),
+        ] {
+            within(key, value, least, most)?;
         }
         if s.port != 0 && s.port == self.metrics.port {
             return Err(SettingsError::invalid(
@@ -484,9 +483,7 @@ impl Settings {
                 "must differ from server.port: /metrics is never served on the API port",
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(SettingsError::invalid("log.level", &self.log.level, e));
-        }
+        validate_log_filter(&self.log.level)?;
         self.cors.validate()?;
         self.tracing.validate()?;
         self.faults.validate()
@@ -555,15 +552,73 @@ fn parse_port(key: &str, value: &str) -> Result<u16, SettingsError> {
         .map_err(|_| SettingsError::invalid(key, value, "expected a port number 0-65535"))
 }
 
-fn positive(key: &str, value: Duration) -> Result<(), SettingsError> {
-    if value.is_zero() {
-        return Err(SettingsError::invalid(
-            key,
-            "0s",
-            "must be longer than zero",
-        ));
+const MILLI: Duration = Duration::from_millis(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const TEN_MINUTES: Duration = Duration::from_secs(600);
+/// `server.request_timeout` and `server.header_read_timeout`: an hour is far beyond any request
+/// or idle keep-alive connection this service should hold.
+const TIMEOUT: (Duration, Duration) = (MILLI, HOUR);
+/// `info.refresh_interval`: more often than every 100ms costs CPU for nothing.
+const REFRESH: (Duration, Duration) = (Duration::from_millis(100), HOUR);
+/// `shutdown.drain_delay` and `shutdown.timeout`: an orchestrator's grace period must cover both,
+/// and an instance that needs more than 20 minutes to stop is stuck, not draining.
+const DRAIN: (Duration, Duration) = (Duration::ZERO, TEN_MINUTES);
+const SHUTDOWN: (Duration, Duration) = (MILLI, TEN_MINUTES);
+
+/// Every duration setting has a bound: hyper's header timer and tokio's sleeps add a duration
+/// to the clock, and a huge one overflows it (a panic on every connection), or a count of
+/// milliseconds that no longer fits a log field.
+fn within(
+    key: &str,
+    value: Duration,
+    least: Duration,
+    most: Duration,
+) -> Result<(), SettingsError> {
+    if (least..=most).contains(&value) {
+        return Ok(());
     }
-    Ok(())
+    let format = humantime_serde::re::humantime::format_duration;
+    let reason = match least.is_zero() {
+        true => format!("must be at most {}", format(most)),
+        false => format!("must be between {} and {}", format(least), format(most)),
+    };
+    Err(SettingsError::invalid(key, format(value), reason))
+}
+
+/// The levels a filter may name, in any case (tracing's numbers `0`-`5` are refused: unreadable).
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+fn is_level(word: &str) -> bool {
+    LEVELS.iter().any(|level| level.eq_ignore_ascii_case(word))
+}
+
+/// `log.level` is a tracing filter: comma-separated directives, each a level (`info`) or
+/// `selector=level` (`hyper=warn`, `crate::module[span{field=value}]=debug`). tracing also takes
+/// a bare word as a *target* with every level on (`warning` means "only the target `warning`"),
+/// which silences every other line: a typo of a level gave a service with no logs at all. Such
+/// a directive, and an empty filter, are refused.
+fn validate_log_filter(filter: &str) -> Result<(), SettingsError> {
+    let invalid = |reason: String| Err(SettingsError::invalid("log.level", filter, reason));
+    let levels = LEVELS.join(", ");
+    let mut directives = filter.split(',').filter(|d| !d.is_empty()).peekable();
+    if directives.peek().is_none() {
+        return invalid(format!("must name a level ({levels}) or target=level"));
+    }
+    for directive in directives {
+        let usable = match directive.rsplit_once('=') {
+            Some((selector, level)) => !selector.is_empty() && is_level(level),
+            None => is_level(directive),
+        };
+        if !usable {
+            return invalid(format!(
+                "`{directive}` is neither a level ({levels}) nor target=level"
+            ));
+        }
+    }
+    match tracing_subscriber::EnvFilter::try_new(filter) {
+        Ok(_) => Ok(()),
+        Err(error) => invalid(error.to_string()),
+    }
 }
 
 /// Every leaf key the settings have, as `section.key`, derived from the defaults.
@@ -720,5 +775,76 @@ mod tests {
         let error = load(None, &min_above_max).unwrap_err().to_string();
         assert!(error.contains("faults.latency_min"), "{error}");
         assert!(load(None, &[("APP__FAULTS__LATENCY_MAX", "60s")]).is_ok());
+    }
+
+    #[test]
+    fn a_log_filter_is_levels_and_target_level_directives_only() {
+        let startup = format!("warn,{}::startup=info", env!("CARGO_CRATE_NAME"));
+        let span = format!(
+            "info,{}[request{{route=/x}}]=debug",
+            env!("CARGO_CRATE_NAME")
+        );
+        for good in [
+            "info",
+            "OFF",
+            "Debug,hyper=warn",
+            "info,",
+            &startup,
+            &span,
+            "[request]=trace",
+        ] {
+            load(None, &[("APP__LOG__LEVEL", good)]).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "",
+            ",",
+            "warning",
+            "3",
+            "info,inf",
+            "hyper=",
+            "=info",
+            "hyper=loud",
+            "a[b]",
+        ] {
+            let error = load(None, &[("APP__LOG__LEVEL", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("log.level") && error.contains(&format!("{bad:?}")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_duration_is_bounded_and_its_bounds_are_accepted() {
+        for (var, refused, accepted) in [
+            ("APP__SERVER__REQUEST_TIMEOUT", ["0s", "61m"], ["1ms", "1h"]),
+            (
+                "APP__SERVER__HEADER_READ_TIMEOUT",
+                ["0s", "2h"],
+                ["1ms", "1h"],
+            ),
+            (
+                "APP__INFO__REFRESH_INTERVAL",
+                ["99ms", "1h 1s"],
+                ["100ms", "1h"],
+            ),
+            (
+                "APP__SHUTDOWN__DRAIN_DELAY",
+                ["10m 1ms", "500000000000y"],
+                ["0s", "10m"],
+            ),
+            ("APP__SHUTDOWN__TIMEOUT", ["0s", "11m"], ["1ms", "10m"]),
+        ] {
+            let key = var[5..].replace("__", ".").to_lowercase();
+            for value in refused {
+                let error = load(None, &[(var, value)]).unwrap_err().to_string();
+                assert!(error.contains(&key), "{var}={value}: {error}");
+            }
+            for value in accepted {
+                assert!(load(None, &[(var, value)]).is_ok(), "{var}={value}");
+            }
+        }
     }
 }

@@ -24,19 +24,26 @@ impl Readiness {
     }
 }
 
-/// Resolves on the first SIGTERM (orchestrators) or SIGINT (Ctrl-C). The handlers are installed
-/// when this is called, not when it is first polled, so call it before binding: a signal that
-/// arrives during start-up must start a graceful shutdown, not kill the process.
+/// Resolves on the first SIGTERM (orchestrators), SIGINT (Ctrl-C) or SIGHUP. The handlers are
+/// installed when this is called, not when it is first polled, so call it before binding: a
+/// signal that arrives during start-up must start a graceful shutdown, not kill the process.
+///
+/// SIGHUP's default action is to terminate at once, failing every request in flight; it comes
+/// from a closed terminal or session, or from an operator or supervisor that expects a reload.
+/// There is nothing to reload (settings are read once), so it drains like SIGTERM, and the
+/// restart that follows reads the new settings.
 pub fn signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
         async move {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
+                _ = hup.recv() => "SIGHUP",
             };
             tracing::info!(signal = name, "shutdown signal received");
         }

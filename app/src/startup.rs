@@ -7,8 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::response::IntoResponse;
-use http::Response;
-use http::{HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -77,7 +76,9 @@ pub fn app_with_faults(
     // One `Router::layer` call: each call adds a boxed service that every request clones.
     routes.layer(
         ServiceBuilder::new()
-            // Every request gets an id first, and its one log line spans everything below.
+            // Every request gets an id first, and its one log line spans everything below: the
+            // client's own if it is usable, else a generated one.
+            .map_request(drop_unusable_request_id)
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(
                 TraceLayer::new_for_http()
@@ -104,6 +105,29 @@ pub fn app_with_faults(
             // Innermost: injected latency is cut by the timeout, injected errors are counted.
             .layer(faults.layer()),
     )
+}
+
+/// The longest `x-request-id` a client may choose: a UUID is 36, a W3C trace id 32.
+const REQUEST_ID_MAX_LEN: usize = 128;
+
+/// Removes a client's `x-request-id` that is not one value of 1 to `REQUEST_ID_MAX_LEN` visible
+/// ASCII characters (`!` to `~`), so `SetRequestId` generates one instead. The id is echoed on the
+/// response and written in the request's log line: a 15 kB one, an empty one, or one with
+/// non-ASCII bytes (logged as `""`) or control characters correlates nothing.
+fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    let usable = match (ids.next(), ids.next()) {
+        (None, _) => return request,
+        (Some(id), None) => {
+            let id = id.as_bytes();
+            (1..=REQUEST_ID_MAX_LEN).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
+        }
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
 }
 
 /// The span of one request, which its log line reports. With traces on, it also continues the

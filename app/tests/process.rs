@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{binary_command, log_target, spawn_process};
 use nix::sys::signal::Signal;
+use reqwest::header::{HeaderMap, HeaderValue};
 
 async fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     let output = tokio::time::timeout(
@@ -19,6 +20,19 @@ async fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
     .expect("runs");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status.code().expect("exit code"), stderr)
+}
+
+/// `run_to_exit` with `var=value` on loopback port 0, in case the value is (wrongly) accepted
+/// and the server starts.
+async fn run_on_loopback(var: &str, value: &str) -> (i32, String) {
+    let env = [
+        ("APP__SERVER__HOST", "127.0.0.1"),
+        ("APP__SERVER__PORT", "0"),
+        ("APP__METRICS__HOST", "127.0.0.1"),
+        ("APP__METRICS__PORT", "0"),
+        (var, value),
+    ];
+    run_to_exit(&env, &[]).await
 }
 
 #[tokio::test]
@@ -287,4 +301,234 @@ async fn no_request_fails_while_sigterm_arrives_under_concurrent_load() {
     assert!(before > 100, "load was running before SIGTERM: {before}");
     assert!(ok > before, "requests in flight at SIGTERM completed");
     assert!(status.success(), "exit {status}");
+}
+
+/// A bare word is a *target* to tracing's filter, so `warning` used to mean "only the target
+/// `warning`" and the service started with no log line at all. A word that is no level is now
+/// refused at start, naming the key; real filters keep working.
+#[tokio::test]
+async fn a_log_level_that_is_not_a_level_or_a_filter_is_refused_at_start() {
+    // Arrange
+    let typos = ["warning", "inf", "nonsense", "info,warning", "Information"];
+    let startup_info = format!("warn,{}=info", log_target("startup"));
+    let filters = ["info", "DEBUG", "info,hyper=warn", startup_info.as_str()];
+
+    for typo in typos {
+        // Act
+        let (code, stderr) = run_on_loopback("APP__LOG__LEVEL", typo).await;
+
+        // Assert
+        assert_eq!(code, 1, "{typo}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains("log.level") && stderr.contains(&format!("{typo:?}")),
+            "{typo}: {stderr}"
+        );
+    }
+    for filter in filters {
+        // Act: spawn_process waits for the startup's "listening" line, so the filter logs.
+        let process = spawn_process(&[
+            ("APP__LOG__LEVEL", filter),
+            ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+        ])
+        .await;
+        process.signal(Signal::SIGTERM);
+        let (status, _) = process.finish(Duration::from_secs(15)).await;
+
+        // Assert
+        assert!(status.success(), "{filter}: exit {status}");
+    }
+}
+
+/// SIGHUP (a closed terminal, or an operator expecting a reload) used to kill the process on the
+/// spot, failing every request in flight. It now shuts down as gracefully as SIGTERM.
+#[tokio::test]
+async fn sighup_drains_like_sigterm_and_finishes_the_request_in_flight() {
+    // Arrange: every /info request is held 2 s, longer than the 1 s drain.
+    let process = spawn_process(&[
+        ("APP__SHUTDOWN__DRAIN_DELAY", "1s"),
+        ("APP__FAULTS__LATENCY_RATIO", "1"),
+        ("APP__FAULTS__LATENCY_MIN", "2s"),
+        ("APP__FAULTS__LATENCY_MAX", "2s"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let in_flight = tokio::spawn(client.get(process.url("/api/v1/info")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act
+    let sent = Instant::now();
+    process.signal(Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = reqwest::Client::new()
+        .get(process.url("/api/v1/ready"))
+        .send()
+        .await
+        .expect("still serving during the drain")
+        .status();
+    let (status, logs) = process.finish(Duration::from_secs(15)).await;
+    let exited = sent.elapsed();
+    let finished = in_flight
+        .await
+        .unwrap()
+        .expect("the request in flight completes");
+
+    // Assert
+    assert_eq!(ready, 503, "readiness fails at once");
+    assert!(status.success(), "exit {status}");
+    assert!(
+        exited >= Duration::from_secs(1),
+        "the drain delay: {exited:?}"
+    );
+    assert_eq!(finished.status(), 200);
+    let received = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "shutdown signal received")
+        .unwrap_or_else(|| panic!("no shutdown line: {logs:#?}"));
+    assert_eq!(received["signal"], "SIGHUP", "{received}");
+    assert!(
+        logs.iter().any(|l| l.contains("shutdown complete")),
+        "{logs:#?}"
+    );
+}
+
+/// A duration is added to a clock reading: a huge one overflowed it, panicking every connection
+/// (header timeout) or logging a wrapped number (drain delay). Each has a bound now.
+#[tokio::test]
+async fn a_duration_above_its_bound_is_refused_at_start_and_the_bound_itself_starts() {
+    // Arrange
+    let huge = [
+        (
+            "APP__SERVER__HEADER_READ_TIMEOUT",
+            "500000000000y",
+            "server.header_read_timeout",
+        ),
+        (
+            "APP__SERVER__REQUEST_TIMEOUT",
+            "500000000000y",
+            "server.request_timeout",
+        ),
+        (
+            "APP__SHUTDOWN__DRAIN_DELAY",
+            "500000000000y",
+            "shutdown.drain_delay",
+        ),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "11m", "shutdown.drain_delay"),
+        ("APP__SHUTDOWN__TIMEOUT", "1d", "shutdown.timeout"),
+        ("APP__INFO__REFRESH_INTERVAL", "2h", "info.refresh_interval"),
+    ];
+    let at_the_bounds = [
+        ("APP__SERVER__HEADER_READ_TIMEOUT", "1h"),
+        ("APP__SERVER__REQUEST_TIMEOUT", "1h"),
+        ("APP__INFO__REFRESH_INTERVAL", "1h"),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "10m"),
+        ("APP__SHUTDOWN__TIMEOUT", "10m"),
+    ];
+
+    for (var, value, key) in huge {
+        // Act
+        let (code, stderr) = run_on_loopback(var, value).await;
+
+        // Assert
+        assert_eq!(code, 1, "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "{var}={value}: {stderr}");
+    }
+
+    // Act
+    let mut process = spawn_process(&at_the_bounds).await;
+    let health = reqwest::Client::new()
+        .get(process.url("/api/v1/health"))
+        .send()
+        .await;
+
+    // Assert: a connection is served (the header timer is armed without a panic).
+    assert_eq!(health.expect("served").status(), 200);
+    // A 10 min drain is not waited for here.
+    process.child.kill().await.expect("kill the child");
+}
+
+/// The client's `x-request-id` is echoed and logged only when it is one value of 1 to 128 visible
+/// ASCII characters; anything else (huge, empty, non-ASCII, with a control character or a space,
+/// or sent twice) is replaced by a generated one, on the response and the log line alike.
+#[tokio::test]
+async fn an_unusable_client_request_id_is_replaced_by_a_generated_one() {
+    // Arrange: each case is the x-request-id headers of one request.
+    let process = spawn_process(&[("APP__SHUTDOWN__DRAIN_DELAY", "0s")]).await;
+    let client = reqwest::Client::new();
+    let long = "a".repeat(15_000);
+    let unusable: [&[&[u8]]; 7] = [
+        &[long.as_bytes()],
+        &[b""],
+        &["caf\u{e9}-\u{1f600}".as_bytes()],
+        &[b"a\tb"],
+        &[b"two words"],
+        &[&[b'x'; 129]],
+        &[b"first", b"second"],
+    ];
+    let longest = "k".repeat(128);
+    let kept: [&[&[u8]]; 3] = [
+        &[b"abc-123"],
+        &[b"0f8fad5b-d9cb-469f-a165-70867728950e"],
+        &[longest.as_bytes()],
+    ];
+
+    // Act
+    let mut echoed = Vec::new();
+    for ids in unusable.iter().chain(&kept) {
+        let mut headers = HeaderMap::new();
+        for id in *ids {
+            headers.append("x-request-id", HeaderValue::from_bytes(id).unwrap());
+        }
+        let response = client
+            .get(process.url("/api/v1/health"))
+            .headers(headers)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        echoed.push(response.headers()["x-request-id"].as_bytes().to_vec());
+    }
+    process.signal(Signal::SIGTERM);
+    let (_, logs) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert
+    let request_log = log_target("http");
+    let logged: Vec<String> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == request_log.as_str())
+        .map(|l| {
+            l["span"]["request_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        logged.len(),
+        echoed.len(),
+        "one line per request: {logs:#?}"
+    );
+    let sent = unusable.iter().chain(&kept);
+    for (n, ((ids, echoed), logged)) in sent.zip(&echoed).zip(&logged).enumerate() {
+        let shown: Vec<String> = ids
+            .iter()
+            .map(|id| String::from_utf8_lossy(id).chars().take(40).collect())
+            .collect();
+        if n < unusable.len() {
+            assert!(!ids.contains(&echoed.as_slice()), "{shown:?} was echoed");
+            assert_eq!(echoed.len(), 36, "a generated UUID for {shown:?}");
+        } else {
+            assert!(
+                ids == &[echoed.as_slice()],
+                "{shown:?}, usable, was replaced"
+            );
+        }
+        assert!(
+            logged.as_bytes() == echoed,
+            "{shown:?}: the log line carries {logged:?}, not the id the client got"
+        );
+    }
 }
