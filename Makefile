@@ -4,7 +4,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 .PHONY: help run build up up-tracing test tools lint fmt test-rust static bench test-monitoring \
-        test-loadtest test-deploy test-template loadtest zero-downtime sync-chart-assets rename
+        test-loadtest test-deploy test-template gameday loadtest zero-downtime sync-chart-assets rename
 
 # The service's name, written once: `[package] name` in app/Cargo.toml (`make rename` changes it).
 SERVICE := $(shell sed -n 's/^name = "\(.*\)"$$/\1/p' app/Cargo.toml | head -n 1)
@@ -24,7 +24,7 @@ up-tracing: ## the same plus Jaeger (UI 127.0.0.1:16686), with the backend expor
 build: ## release build of the service
 	cargo build --locked --release -p $(SERVICE)
 
-test: tools lint test-rust static test-monitoring test-loadtest test-deploy test-template ## everything CI runs (installs its pinned tools first)
+test: tools lint test-rust static test-monitoring test-loadtest test-deploy test-template gameday ## everything CI runs (installs its pinned tools first)
 
 tools: ## install the pinned tools the tests need (idempotent)
 	scripts/tools.sh
@@ -55,6 +55,9 @@ test-deploy: ## Helm chart, Argo CD and workflows: lint, render, schemas, checko
 
 test-template: ## the fork path: rename a clean copy, then run its Rust, monitoring and deploy suites
 	template/test.sh
+
+gameday: ## real faults (crash, hang, outage, errors, latency, broken rules) against the stack; time to page (root)
+	scripts/gameday.sh
 
 rename: ## rename the service for your fork: make rename NAME=orders-api (uncommitted, for review)
 	@[ -n "$(NAME)" ] || { echo 'usage: make rename NAME=<new-name>, e.g. make rename NAME=orders-api' >&2; exit 2; }
