@@ -32,20 +32,10 @@ from pathlib import Path
 
 import yaml
 
-from common import ALERT_PREFIX, ALERTMANAGER_FILE, RECEIVER_SCRIPT, SERVICE, Checks
-from live_e2e import Processes, am_alerts, free_port, http, log, wait_for
+from common import ALERT_PREFIX, RECEIVER_SCRIPT, SERVICE, Checks
+from live_e2e import Processes, am_alerts, derive_alertmanager_config, free_port, http, log, wait_for
 
 DELIVERY_DEADLINE_SECONDS = 40  # the page route's group_wait is 10s
-
-
-def derive_alertmanager_config(receiver_addr: str) -> dict:
-    """monitoring/alertmanager/alertmanager.yml with every webhook sent to receiver_addr, same path."""
-    cfg = yaml.safe_load(ALERTMANAGER_FILE.read_text())
-    for receiver in cfg["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            path = urllib.parse.urlsplit(hook["url"]).path
-            hook["url"] = f"http://{receiver_addr}{path}"
-    return cfg
 
 
 def iso(dt: datetime) -> str:
