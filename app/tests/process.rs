@@ -532,3 +532,32 @@ async fn an_unusable_client_request_id_is_replaced_by_a_generated_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_text_log_format_writes_no_colour_codes_to_a_pipe() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // Arrange: the text format, its output a pipe (as under Docker, systemd or a log shipper).
+    let mut child = binary_command(&[
+        ("APP__LOG__FORMAT", "text"),
+        ("APP__SERVER__HOST", "127.0.0.1"),
+        ("APP__SERVER__PORT", "0"),
+        ("APP__METRICS__HOST", "127.0.0.1"),
+        ("APP__METRICS__PORT", "0"),
+    ])
+    .spawn()
+    .expect("start the binary");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+
+    // Act: read the start-up line.
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("a log line within 10 s")
+        .expect("readable")
+        .expect("a line");
+    child.kill().await.expect("stopped");
+
+    // Assert: plain text, no ANSI escape sequences for the reader of the file to strip.
+    assert!(line.contains("listening"), "{line:?}");
+    assert!(!line.contains('\x1b'), "colour codes in {line:?}");
+}
