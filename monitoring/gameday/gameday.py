@@ -228,8 +228,8 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("the game day needs root: it creates namespaces and bind-mounts /etc/resolv.conf in them")
     workdir = args.workdir.resolve()
-    if workdir == Path("/tmp") or Path("/tmp") in workdir.parents:
-        sys.exit(f"--workdir must not be under /tmp: each stack mounts a private /tmp ({workdir})")
+    if workdir == Path("/tmp"):
+        sys.exit("--workdir must not be /tmp itself: each stack mounts a private /tmp")
     run_dir = workdir / time.strftime("run-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)
     for old in sorted(workdir.glob("run-*"))[:-KEEP_RUNS]:

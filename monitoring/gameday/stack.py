@@ -99,8 +99,23 @@ def enter_namespaces(stack_dir: Path, outer_ns: str) -> None:
     tmp = stack_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     tmp.chmod(0o1777)
-    for src, dst in ((etc / "resolv.conf", "/etc/resolv.conf"), (etc / "hosts", "/etc/hosts"), (tmp, "/tmp")):
+    # A checkout, tools or work dir under /tmp (a CI clone there) must stay visible under the
+    # private /tmp: its top-level directory is bound back into it, at the same path.
+    for keep in sorted({top for p in (Path(__file__), Path(sys.prefix), stack_dir)
+                        if (top := top_under_tmp(p.resolve())) is not None}):
+        inside = tmp / keep.relative_to("/tmp")
+        inside.mkdir(exist_ok=True)
+        subprocess.run(["mount", "--bind", str(keep), str(inside)], check=True)
+    for src, dst in ((etc / "resolv.conf", "/etc/resolv.conf"), (etc / "hosts", "/etc/hosts")):
         subprocess.run(["mount", "--bind", str(src), dst], check=True)
+    # Recursive, so that the directories bound back into it come along.
+    subprocess.run(["mount", "--rbind", str(tmp), "/tmp"], check=True)
+
+
+def top_under_tmp(path: Path) -> Path | None:
+    """/tmp/x for a path /tmp/x/..., else None."""
+    parts = path.parts
+    return Path("/tmp", parts[2]) if len(parts) > 2 and parts[:2] == ("/", "tmp") else None
 
 
 # ------------------------------------------------------------------------------- results
