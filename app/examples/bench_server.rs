@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         let shutdown = shutdown::signal();
         let metrics = Metrics::install();
         let state = AppState::new(&settings)?;
-        let routes = routes::router(state.clone());
+        let routes = routes::router(state.clone()).into_router();
         let router = match variant.as_str() {
             "bare" => routes,
             "no-metrics" => app(routes, state.readiness.clone(), &settings, None),

@@ -19,6 +19,7 @@ use tower::util::MapResponseLayer;
 
 use crate::error::{ApiError, json_error_bodies};
 use crate::faults::Faults;
+use crate::routes::Endpoint;
 pub use http_layer::HttpMetricLayer;
 use http_layer::SeriesTable;
 
@@ -120,6 +121,14 @@ impl Metrics {
     /// ensures the recorder is installed before the layer asks it for handles.
     pub fn http_layer(&self) -> HttpMetricLayer {
         http_layer::layer(&HTTP_SERIES)
+    }
+
+    /// Creates the HTTP layer's series of these endpoints now, with their 5xx counters at 0, so
+    /// that the first error after a start is counted (see `http_layer::PRECREATED_STATUSES`).
+    pub fn create_series(&self, endpoints: &[Endpoint]) {
+        for endpoint in endpoints {
+            http_layer::create_series(&HTTP_SERIES, &endpoint.method, endpoint.path);
+        }
     }
 
     pub fn render(&self) -> String {

@@ -241,8 +241,10 @@ impl Application {
         let faults = Faults::new(&settings.faults);
         let metrics = metrics.with_faults(faults.clone());
         let state = AppState::new(&settings)?;
+        let api = routes::router(state.clone());
+        metrics.create_series(api.endpoints());
         let router = app_with_faults(
-            routes::router(state.clone()).merge(extra),
+            api.into_router().merge(extra),
             state.readiness.clone(),
             &settings,
             Some(metrics.http_layer()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{binary_command, log_target, spawn_process};
+use common::{binary_command, log_target, metric_value, spawn_process};
 use nix::sys::signal::Signal;
 use reqwest::header::{HeaderMap, HeaderValue};
 
@@ -560,4 +560,64 @@ async fn the_text_log_format_writes_no_colour_codes_to_a_pipe() {
     // Assert: plain text, no ANSI escape sequences for the reader of the file to strip.
     assert!(line.contains("listening"), "{line:?}");
     assert!(!line.contains('\x1b'), "colour codes in {line:?}");
+}
+
+/// After a start, every route's 5xx series is on `/metrics` at 0 before any request, so the
+/// first error (here injected) has an earlier sample and `rate()` counts it. With `/info`
+/// turned off, the route is not mounted and has no series.
+#[tokio::test]
+async fn every_routes_5xx_series_exists_at_zero_from_the_start() {
+    let series = |status: u16, route: &str| {
+        format!(r#"http_requests_total{{method="GET",status="{status}",endpoint="{route}"}}"#)
+    };
+    let process = spawn_process(&[]).await;
+    let client = reqwest::Client::new();
+    let scrape = || async {
+        let response = client.get(process.admin_url("/metrics")).send().await;
+        response.expect("scrape").text().await.expect("text")
+    };
+
+    let before = scrape().await;
+    for route in ["/api/v1/health", "/api/v1/ready", "/api/v1/info"] {
+        for status in [500, 503, 504] {
+            let series = series(status, route);
+            assert_eq!(
+                metric_value(&before, &series),
+                Some(0.0),
+                "{series}\n{before}"
+            );
+        }
+    }
+    assert!(
+        !before.contains(r#"status="200""#),
+        "no request yet: {before}"
+    );
+
+    let faults = client
+        .put(process.admin_url("/faults"))
+        .body(r#"{"error_ratio": 1.0, "error_statuses": [500]}"#)
+        .send()
+        .await
+        .expect("switch faults on");
+    assert_eq!(faults.status(), 200);
+    let response = client.get(process.url("/api/v1/info")).send().await;
+    assert_eq!(response.expect("request").status(), 500);
+    let after = scrape().await;
+    let info_500 = series(500, "/api/v1/info");
+    assert_eq!(metric_value(&after, &info_500), Some(1.0), "{after}");
+
+    let without_info = spawn_process(&[("APP__INFO__ENABLED", "false")]).await;
+    let text = client
+        .get(without_info.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metric_value(&text, &series(500, "/api/v1/health")).is_some(),
+        "{text}"
+    );
+    assert!(!text.contains("/api/v1/info"), "{text}");
 }

@@ -25,7 +25,12 @@ fn router_with(state: AppState, cors: &[&str]) -> Router {
     let mut settings = Settings::default();
     settings.cors.allowed_origins = cors.iter().map(|s| s.to_string()).collect();
     let readiness = state.readiness.clone();
-    app(routes::router(state), readiness, &settings, None)
+    app(
+        routes::router(state).into_router(),
+        readiness,
+        &settings,
+        None,
+    )
 }
 
 /// Extra routes under the full layer stack.
@@ -288,7 +293,7 @@ async fn faults_from_the_settings_fail_api_routes_but_never_the_probes_or_unknow
     settings.faults.error_statuses = vec![502];
     let state = AppState::new(&settings).expect("the state builds");
     let router = app(
-        routes::router(state.clone()),
+        routes::router(state.clone()).into_router(),
         state.readiness.clone(),
         &settings,
         None,

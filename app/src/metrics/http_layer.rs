@@ -31,10 +31,12 @@ use tower_http::classify::{ClassifiedResponse, ServerErrorsAsFailures, SharedCla
 
 use super::{UNMATCHED, route_label};
 
-/// The server errors whose `http_requests_total` series exist, at 0, from a route's first
-/// request on: `rate()` needs an earlier sample, so the first error of a series created by that
-/// error would never be counted (sparse errors vanished after every restart). A panic is a 500,
-/// readiness while draining a 503, the request timeout a 504.
+/// The server errors whose `http_requests_total` series exist at 0 before their first error:
+/// from the start for every endpoint the router lists (`create_series`), and from its first
+/// request for any other (method, route) pair (HEAD, a 405's method). `rate()` needs an earlier
+/// sample, so the first error of a series created by that error would never be counted (sparse
+/// errors vanished after every restart). A panic is a 500, readiness while draining a 503, the
+/// request timeout a 504.
 const PRECREATED_STATUSES: [u16; 3] = [500, 503, 504];
 
 /// `http_requests_total`, `http_request_duration_seconds` and `http_requests_pending`, labelled
@@ -51,6 +53,12 @@ pub fn layer(series: &'static SeriesTable) -> HttpMetricLayer {
         HttpCallbacks { series },
         NoBodyHook,
     )
+}
+
+/// Creates the series of `method` on route `template` in `series` now, as its first request
+/// would.
+pub fn create_series(series: &'static SeriesTable, method: &Method, template: &str) {
+    series.get(method_label(method), template);
 }
 
 #[derive(Clone, Copy)]

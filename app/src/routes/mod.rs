@@ -2,16 +2,16 @@
 
 mod health;
 mod info;
+mod table;
 
 use anyhow::Context;
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::get;
 
 use crate::error::ApiError;
 use crate::settings::Settings;
 use crate::shutdown::Readiness;
 use crate::system_info::InfoSnapshot;
+pub use table::{Endpoint, Routes};
 
 /// What the handlers share. Built only by `new`, in production and in tests alike, so a route
 /// that needs state adds a field here and initializes it in `new`: one edit.
@@ -39,12 +39,18 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let mut api = Router::new()
-        .route("/api/v1/health", get(health::health))
-        .route("/api/v1/ready", get(health::ready));
+/// Every route of the API. Added through `Routes`, which records each (method, path) pair, so
+/// the metrics can create each one's series at start.
+pub fn router(state: AppState) -> Routes {
+    let mut api = Routes::new()
+        .get("/api/v1/health", health::health)
+        .get("/api/v1/ready", health::ready);
     if let Some(snapshot) = state.info.clone() {
-        api = api.route("/api/v1/info", get(info::info).with_state(snapshot));
+        api = api.merge(
+            Routes::new()
+                .get("/api/v1/info", info::info)
+                .with_state(snapshot),
+        );
     }
     api.fallback(not_found).with_state(state)
 }
