@@ -2,9 +2,10 @@
 //!
 //! Where things live: `settings` (config), `telemetry` (logs), `metrics`, `routes`, `error`,
 //! `extract` (extractors that reject with `error`), `shutdown`, `startup` (listeners, layers,
-//! serving), `system_info` (the /info snapshot), `faults` (fault injection, off by default) and
+//! serving), `connections` (the cap, connection metrics, closing at shutdown), `system_info` (the /info snapshot), `faults` (fault injection, off by default) and
 //! `healthcheck` (the image's HEALTHCHECK client).
 
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod faults;

@@ -37,6 +37,8 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub body_limit_bytes: usize,
+    /// The most API connections open at once; lowered at start to fit the open-files limit.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -49,6 +51,7 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(65),
             max_header_bytes: 16 * 1024,
             body_limit_bytes: 64 * 1024,
+            max_connections: 10_000,
         }
     }
 }
@@ -458,6 +461,13 @@ impl Settings {
                 "server.max_header_bytes",
                 s.max_header_bytes,
                 "must be at least 8192",
+            ));
+        }
+        if !(1..=1_000_000).contains(&s.max_connections) {
+            return Err(SettingsError::invalid(
+                "server.max_connections",
+                s.max_connections,
+                "must be between 1 and 1000000",
             ));
         }
         if s.body_limit_bytes == 0 {

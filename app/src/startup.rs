@@ -9,9 +9,7 @@ use axum::Router;
 use axum::response::IntoResponse;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
@@ -24,6 +22,7 @@ use tower_http::trace::{MakeSpan, TraceLayer};
 use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
+use crate::connections::{self, Serve};
 use crate::error::{json_error_bodies, panic_response};
 use crate::faults::{Faults, InjectedError};
 use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED, route_label};
@@ -311,20 +310,35 @@ impl Application {
 
         let (stop_tx, stop_rx) = watch::channel(());
         let limit = self.settings.shutdown.timeout;
-        let api = tokio::spawn(serve(
-            self.api,
-            self.router,
-            http.clone(),
-            stop_rx.clone(),
+        let open_files = connections::open_files_limit();
+        let api_cap = connections::api_cap(self.settings.server.max_connections, open_files);
+        tracing::info!(
+            open_files_limit = open_files,
+            max_connections = api_cap,
+            metrics_max_connections = connections::METRICS_MAX_CONNECTIONS,
+            "open files limit and connection caps"
+        );
+        if api_cap < self.settings.server.max_connections {
+            tracing::warn!(
+                "server.max_connections lowered from {} to {api_cap} to fit the open files limit \
+                 ({open_files})",
+                self.settings.server.max_connections
+            );
+        }
+        let api = Serve {
+            name: "api",
+            cap: api_cap,
+            http: http.clone(),
             limit,
-        ));
-        let metrics = tokio::spawn(serve(
-            self.metrics,
-            self.metrics_router,
+        };
+        let api = tokio::spawn(api.run(self.api, self.router, stop_rx.clone()));
+        let metrics = Serve {
+            name: "metrics",
+            cap: connections::METRICS_MAX_CONNECTIONS,
             http,
-            stop_rx,
             limit,
-        ));
+        };
+        let metrics = tokio::spawn(metrics.run(self.metrics, self.metrics_router, stop_rx));
 
         shutdown.await;
         self.readiness.set_draining();
@@ -346,45 +360,4 @@ impl Application {
         }
         Ok(())
     }
-}
-
-/// Accepts connections until `stop` fires, then waits (at most `limit`) for open connections.
-/// Returns whether every connection finished in time.
-async fn serve(
-    listener: TcpListener,
-    router: Router,
-    http: http1::Builder,
-    mut stop: watch::Receiver<()>,
-    limit: Duration,
-) -> bool {
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        // e.g. EMFILE: back off instead of spinning; the listener stays open.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
-                let connection = http.serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection closed with an error");
-                    }
-                });
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::time::timeout(limit, graceful.shutdown())
-        .await
-        .is_ok()
 }

@@ -179,6 +179,11 @@ pub fn binary_command(env: &[(&str, &str)]) -> Command {
 }
 
 pub async fn spawn_process(extra_env: &[(&str, &str)]) -> TestProcess {
+    spawn_process_from(process_command(extra_env)).await
+}
+
+/// The binary as `spawn_process` starts it, to adjust before `spawn_process_from`.
+pub fn process_command(extra_env: &[(&str, &str)]) -> Command {
     let mut env: HashMap<&str, &str> = HashMap::from([
         ("APP__SERVER__HOST", "127.0.0.1"),
         ("APP__SERVER__PORT", "0"),
@@ -187,7 +192,12 @@ pub async fn spawn_process(extra_env: &[(&str, &str)]) -> TestProcess {
     ]);
     env.extend(extra_env.iter().copied());
     let env: Vec<(&str, &str)> = env.into_iter().collect();
-    let mut child = binary_command(&env).spawn().expect("start the binary");
+    binary_command(&env)
+}
+
+/// Starts `command` (from `process_command`) and waits for its addresses.
+pub async fn spawn_process_from(mut command: Command) -> TestProcess {
+    let mut child = command.spawn().expect("start the binary");
 
     // Keep draining stdout so the child never blocks on a full pipe; hand over the first
     // "listening" line, which carries the bound addresses.
