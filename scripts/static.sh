@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the static (musl) release binaries exactly as app/Dockerfile does, for both image
-# platforms, and checks them: statically linked, within the size budget, serving. The amd64
+# Builds the static (musl) release binaries exactly as app/Dockerfile does (cargo auditable
+# zigbuild), for both image platforms, and checks them: statically linked, within the size
+# budget, carrying the crate list the image's SBOM is made from, serving. The amd64
 # binary runs natively (health, `healthcheck`, SIGTERM → exit 0); the arm64 one under
 # qemu-user (health and `healthcheck`; qemu-user's signal emulation is not the target's).
 # shellcheck source=scripts/lib.sh
@@ -10,8 +11,8 @@ cd "$ROOT" || exit 1
 max_bytes=$((5 * 1000 * 1000))   # the image budget allows a 5 MB binary
 targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
-log "cargo zigbuild --release --target ${targets[*]}"
-cargo zigbuild --locked --release -p "$SERVICE" "${targets[@]/#/--target=}"
+log "cargo auditable zigbuild --release --target ${targets[*]}"
+cargo auditable zigbuild --locked --release -p "$SERVICE" "${targets[@]/#/--target=}"
 
 # serve BIN [RUNNER]: starts BIN on free loopback ports; sets $pid and $port.
 serve() {
@@ -27,6 +28,8 @@ for target in "${targets[@]}"; do
   size=$(stat -c %s "$bin")
   log "$target: $size bytes (budget $max_bytes)"
   [ "$size" -le "$max_bytes" ] || die "$target binary is $size bytes, over the $max_bytes budget"
+  # The .dep-v0 section syft reads for the SBOM: every crate of Cargo.lock the binary links.
+  python3 "$ROOT/deploy/tests/test_delivery.py" --audit-data "$bin" || die "$target: no usable crate list"
 
   runner=()
   [ "$target" = aarch64-unknown-linux-musl ] && runner=(qemu-aarch64-static)
