@@ -384,12 +384,13 @@ pub struct Serve {
 impl Serve {
     /// Accepts connections until `stop` fires (its sender is dropped), then lets open ones
     /// finish within the limit. Returns whether every connection finished in time.
-    pub async fn run(
+    /// Its metrics exist (at 0) when this returns, before the future is first polled.
+    pub fn run(
         self,
         listener: TcpListener,
         router: Router,
         stop: watch::Receiver<()>,
-    ) -> bool {
+    ) -> impl Future<Output = bool> {
         let shared = Arc::new(Listener {
             name: self.name,
             cap: self.cap,
@@ -401,6 +402,16 @@ impl Serve {
             started: Instant::now(),
             logs: Default::default(),
         });
+        self.serve(listener, router, stop, shared)
+    }
+
+    async fn serve(
+        self,
+        listener: TcpListener,
+        router: Router,
+        stop: watch::Receiver<()>,
+        shared: Arc<Listener>,
+    ) -> bool {
         // Every connection task holds a sender; `recv` returns `None` once all have ended.
         let (done, mut all_done) = mpsc::channel::<()>(1);
         let serve = |stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit| {
@@ -461,6 +472,10 @@ impl Serve {
     }
 }
 
+/// Marks a request that came through a connection, parsed by hyper (not one built in-process).
+#[derive(Clone, Copy, Debug)]
+pub struct Received;
+
 /// The router as hyper calls it, counting the connection's requests in flight; once the
 /// listener is stopping, each response asks the client to close the connection.
 fn hyper_service(
@@ -473,7 +488,8 @@ fn hyper_service(
     Error = std::convert::Infallible,
     Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |request| {
+    hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Received);
         let in_flight = InFlight::start(&tracked);
         let (router, listener) = (router.clone(), listener.clone());
         async move {

@@ -140,11 +140,15 @@ fn error_body(code: String, message: String) -> Json<ErrorBody> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status(),
             error_body(self.code().into_owned(), self.to_string()),
         )
-            .into_response()
+            .into_response();
+        if self == Self::ShuttingDown {
+            response.extensions_mut().insert(crate::shutdown::Draining);
+        }
+        response
     }
 }
 

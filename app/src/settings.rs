@@ -75,6 +75,7 @@ impl Default for MetricsSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfoSettings {
+    #[serde(deserialize_with = "strict_bool")]
     pub enabled: bool,
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
@@ -306,6 +307,36 @@ impl FaultSettings {
     }
 }
 
+/// `true` or `false` only. The config crate turns any number into a bool (`2` was taken as
+/// true); here a number or another word is refused, naming the key.
+fn strict_bool<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    use serde::de::{self, Unexpected, Visitor};
+
+    struct Flag;
+
+    impl Visitor<'_> for Flag {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("true or false")
+        }
+
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<bool, E> {
+            Ok(value)
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<bool, E> {
+            match value {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(E::invalid_value(Unexpected::Str(value), &self)),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(Flag)
+}
+
 /// A list of statuses from TOML or JSON (`[500, 503]`), or from the environment: there
 /// `500,503` arrives as a list of strings, and a single `500` as a number.
 fn statuses<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u16>, D::Error> {
@@ -420,14 +451,12 @@ impl Settings {
         let mut builder = Config::builder();
         if let Some(path) = file {
             let path_str = path.to_string_lossy();
-            if !path.is_file() {
-                return Err(SettingsError::invalid(
-                    "config file",
-                    path_str,
-                    "no such file",
-                ));
-            }
-            builder = builder.add_source(File::new(&path_str, FileFormat::Toml));
+            // Read here, not by the config crate: it wants a regular file, and said "not found"
+            // of `/dev/null` (an empty document) and of a directory alike.
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| SettingsError::invalid("config file", &path_str, error))?;
+            let toml = File::from_str(&text, FileFormat::Toml);
+            builder = builder.add_source(toml);
         }
         // `PORT` sets the API port, as platforms (and the original service) expect; APP__ wins.
         if let Some(port) = env.get("PORT") {

@@ -24,6 +24,11 @@ impl Readiness {
     }
 }
 
+/// Marks the `503` that `/api/v1/ready` answers while draining, so the request log does not
+/// report an intended answer as a failure.
+#[derive(Clone, Copy, Debug)]
+pub struct Draining;
+
 /// Resolves on the first SIGTERM (orchestrators), SIGINT (Ctrl-C) or SIGHUP. The handlers are
 /// installed when this is called, not when it is first polled, so call it before binding: a
 /// signal that arrives during start-up must start a graceful shutdown, not kill the process.

@@ -19,16 +19,17 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{MakeSpan, TraceLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
-use crate::connections::{self, Serve};
-use crate::error::{json_error_bodies, panic_response};
+use crate::connections::{self, Received, Serve};
+use crate::error::{ApiError, json_error_bodies, panic_response};
 use crate::faults::{Faults, InjectedError};
 use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED, route_label};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
-use crate::shutdown::Readiness;
+use crate::shutdown::{Draining, Readiness};
 use crate::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -92,6 +93,7 @@ pub fn app_with_faults(
             .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
             .option_layer(metrics)
+            .layer(ValidateRequestHeaderLayer::custom(one_host))
             .map_response(IntoResponse::into_response)
             .layer(CatchPanicLayer::custom(panic_response))
             .map_response(json_error_bodies)
@@ -104,6 +106,26 @@ pub fn app_with_faults(
             // Innermost: injected latency is cut by the timeout, injected errors are counted.
             .layer(faults.layer()),
     )
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request with no `Host` header, or more than one, gets `400`
+/// (hyper accepts both). HTTP/1.0 may leave it out, and so may requests built in-process
+/// (router tests), which did not come through a connection.
+#[allow(clippy::result_large_err)] // the signature tower-http's `ValidateRequest` takes
+fn one_host<B>(request: &mut Request<B>) -> Result<(), Response<axum::body::Body>> {
+    let received = request.extensions().get::<Received>().is_some();
+    if !received || request.version() != http::Version::HTTP_11 {
+        return Ok(());
+    }
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => Ok(()),
+        _ => Err(ApiError::rejected(
+            http::StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs exactly one Host header",
+        )
+        .into_response()),
+    }
 }
 
 /// The longest `x-request-id` a client may choose: a UUID is 36, a W3C trace id 32.
@@ -178,6 +200,9 @@ fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span
     if response.extensions().get::<InjectedError>().is_some() {
         // Counted as an error by the metrics, as intended; the log says it was not a real one.
         tracing::event!(target: REQUEST_LOG, Level::WARN, status, latency_ms, "request failed: injected fault");
+    } else if response.extensions().get::<Draining>().is_some() {
+        // `/ready` answering 503 while the instance drains: intended, not a failure.
+        tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed: draining");
     } else if response.status().is_server_error() {
         tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "request failed");
     } else {

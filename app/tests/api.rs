@@ -390,3 +390,30 @@ async fn shutdown_is_bounded_by_the_timeout() {
         started.elapsed()
     );
 }
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without exactly one `Host` header gets 400. HTTP/1.0 may
+/// omit it.
+#[tokio::test]
+async fn an_http_1_1_request_without_exactly_one_host_is_a_400() {
+    let app = spawn_app().await;
+    let send = |head: &'static str| async move {
+        let mut stream = TcpStream::connect(app.api).await.expect("connect");
+        stream.write_all(head.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    };
+    for head in [
+        "GET /api/v1/health HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /api/v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = send(head).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?}: {answer}");
+        assert!(answer.contains(r#""code":"bad_request""#), "{answer}");
+        assert!(answer.contains("x-request-id"), "{answer}");
+    }
+    let answer = send("GET /api/v1/health HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    let answer = send("GET /api/v1/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -37,7 +37,7 @@ async fn run_on_loopback(var: &str, value: &str) -> (i32, String) {
 
 #[tokio::test]
 async fn bad_settings_exit_non_zero_naming_the_key_and_value() {
-    let cases: [(&str, &str, &[&str]); 17] = [
+    let cases: [(&str, &str, &[&str]); 20] = [
         ("PORT", "abc", &["PORT", "abc"]),
         (
             "APP__SERVER__PORT",
@@ -114,6 +114,18 @@ async fn bad_settings_exit_non_zero_naming_the_key_and_value() {
             "APP__SERVER__PROT",
             "4000",
             &["APP__SERVER__PROT", "unknown"],
+        ),
+        // The config crate reads any number as a bool: 2 was taken as true.
+        (
+            "APP__INFO__ENABLED",
+            "2",
+            &["info.enabled", "2", "true or false"],
+        ),
+        ("APP__INFO__ENABLED", "yes", &["info.enabled", "yes"]),
+        (
+            "APP__SERVER__MAX_CONNECTIONS",
+            "0",
+            &["server.max_connections", "0"],
         ),
     ];
     for (key, value, expected) in cases {
@@ -219,6 +231,36 @@ async fn sigterm_flips_readiness_at_once_and_exits_zero_after_the_drain() {
     assert!(
         logs.iter().any(|l| l.contains("shutdown complete")),
         "{logs:#?}"
+    );
+    // The draining 503s of /ready are expected: not logged as failures.
+    let ready_503 = logs
+        .iter()
+        .filter(|l| l.contains(r#""status":503"#))
+        .collect::<Vec<_>>();
+    assert!(!ready_503.is_empty(), "{logs:#?}");
+    assert!(
+        ready_503.iter().all(|l| l.contains(r#""level":"INFO""#)),
+        "{ready_503:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_settings_file_that_is_no_regular_file_is_read_or_named_for_what_it_is() {
+    // /dev/null is an empty TOML document: the defaults.
+    let process = spawn_process(&[("APP_CONFIG_FILE", "/dev/null")]).await;
+    process.signal(Signal::SIGTERM);
+    assert!(process.finish(Duration::from_secs(15)).await.0.success());
+    let (code, stderr) = run_to_exit(&[("APP_CONFIG_FILE", "/tmp")], &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("/tmp") && stderr.contains("directory"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_to_exit(&[("APP_CONFIG_FILE", "/no/such.toml")], &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("/no/such.toml") && stderr.contains("No such file"),
+        "{stderr}"
     );
 }
 
