@@ -125,6 +125,21 @@ run_shellcheck() { # from the root, where the `# shellcheck source=` paths resol
   (cd "$ROOT" && shellcheck -x scripts/test-deploy.sh scripts/sync-chart-assets.sh deploy/tests/tools.sh)
 }
 
+# python_checks SCRIPT [ARG...]: runs deploy/tests/SCRIPT, which prints `PASS name` / `FAIL name:
+# why` per check and a `RESULT passed=N failed=M` line; each check counts as one step.
+python_checks() {
+  local script=$1 log="$OUT/logs/$1.log"
+  shift
+  "$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/$script" "$@" >"$log" || true
+  sed '/^RESULT/d; s/^/  /' "$log"
+  if [[ $(grep '^RESULT' "$log") =~ passed=([0-9]+) ]]; then
+    STEPS_PASSED=$((STEPS_PASSED + BASH_REMATCH[1]))
+    mapfile -t -O "${#STEPS_FAILED[@]}" STEPS_FAILED < <(sed -n "s/^FAIL \([^:]*\):.*/$script: \1/p" "$log")
+  else
+    STEPS_FAILED+=("$script: no RESULT line")
+  fi
+}
+
 versions() {
   helm version --template '{{.Version}}'
   echo
@@ -175,6 +190,24 @@ main() {
     helm template "$SERVICE" "$CHART" --set config.APP__SHUTDOWN__TIMEOUT=26s
   refuses "template refuses an ExternalSecret with nothing to fetch" "needs externalSecret.data" \
     helm template "$SERVICE" "$CHART" --set externalSecret.enabled=true
+  refuses "template refuses a PDB that blocks every drain (1 pod, minAvailable 1)" \
+    "podDisruptionBudget.minAvailable .1. must stay below replicaCount .1." \
+    helm template "$SERVICE" "$CHART" --set replicaCount=1 --set podDisruptionBudget.minAvailable=1
+  refuses "template refuses a PDB that blocks every drain (HPA, minAvailable = minReplicas)" \
+    "minAvailable .3. must stay below autoscaling.minReplicas .3." \
+    helm template "$SERVICE" "$CHART" --set autoscaling.enabled=true --set autoscaling.minReplicas=3 \
+    --set podDisruptionBudget.minAvailable=3
+  refuses "template refuses a PDB with maxUnavailable 0" "podDisruptionBudget.maxUnavailable .0. allows no eviction" \
+    helm template "$SERVICE" "$CHART" --set podDisruptionBudget.maxUnavailable=0
+  refuses "template refuses autoscaling.minReplicas above maxReplicas" \
+    "autoscaling.minReplicas .5. must not exceed autoscaling.maxReplicas .4." \
+    helm template "$SERVICE" "$CHART" --set autoscaling.enabled=true --set autoscaling.minReplicas=5 \
+    --set autoscaling.maxReplicas=4
+  refuses "template refuses an HTTPRoute attached to no Gateway" "needs httpRoute.parentRefs" \
+    helm template "$SERVICE" "$CHART" --set httpRoute.enabled=true
+  refuses "schema refuses an HTTPRoute path for /metrics" "/httpRoute/paths/0/path" \
+    helm template "$SERVICE" "$CHART" --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=gw' \
+    --set 'httpRoute.paths[0].path=/metrics' --set 'httpRoute.paths[0].type=PathPrefix'
 
   log "kubernetes-validate --strict (${KUBE_VERSIONS[*]})"
   step "kubernetes-validate rejects an unknown field (negative control)" kube_validate_rejects_unknown_field
@@ -191,16 +224,9 @@ main() {
   done
 
   log "assertions on the rendered YAML, CRD schemas, Argo CD, workflows"
-  # test_chart.py runs its own ~50 checks; they are counted as steps, one per check.
-  local assertions="$OUT/logs/assertions.log"
-  "$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/test_chart.py" "$OUT/renders" >"$assertions" || true
-  sed '/^RESULT/d; s/^/  /' "$assertions"
-  if [[ $(grep '^RESULT' "$assertions") =~ passed=([0-9]+) ]]; then
-    STEPS_PASSED=$((STEPS_PASSED + BASH_REMATCH[1]))
-    mapfile -t -O "${#STEPS_FAILED[@]}" STEPS_FAILED < <(sed -n 's/^FAIL \([^:]*\):.*/test_chart.py: \1/p' "$assertions")
-  else
-    STEPS_FAILED+=("test_chart.py: no RESULT line")
-  fi
+  python_checks test_chart.py "$OUT/renders"
+  log "release pipeline and supply chain"
+  python_checks test_delivery.py
 
   log "chart copies of monitoring/ (scripts/sync-chart-assets.sh --check)"
   step "rules and dashboards in the chart equal monitoring/" "$ROOT/scripts/sync-chart-assets.sh" --check

@@ -108,8 +108,10 @@ def check(root: Path) -> list[str]:
         expect(chart.get("name") == name, f"{chart_file.relative_to(root)}: name {chart.get('name')!r} is not {name!r}")
     for path in sorted((root / "deploy/argocd").glob("application-*.yaml")):
         app = yaml.safe_load(path.read_text())
-        expect(app["spec"]["source"]["path"] == f"deploy/charts/{name}",
-               f"{path.relative_to(root)}: source.path is not deploy/charts/{name}")
+        # One source, or several (production: the chart at a release tag, its values from main).
+        paths = [s["path"] for s in app["spec"].get("sources") or [app["spec"]["source"]] if "path" in s]
+        expect(paths == [f"deploy/charts/{name}"],
+               f"{path.relative_to(root)}: the chart source's path is not deploy/charts/{name}")
         expect(app["metadata"]["name"].startswith(f"{name}-"),
                f"{path.relative_to(root)}: Application {app['metadata']['name']!r} is not named {name}-<env>")
     for path in sorted((root / ".github/workflows").glob("*.y*ml")):

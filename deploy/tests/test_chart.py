@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,8 +87,9 @@ class Rendering:
 
     @property
     def container(self):
+        """The app's container: the first one; sidecars (the `sidecars` value) come after it."""
         containers = self.pod_spec["containers"]
-        assert len(containers) == 1, f"{self.name}: expected one container"
+        assert containers[0]["name"] == SERVICE, f"{self.name}: the first container is {containers[0]['name']}"
         return containers[0]
 
 
@@ -166,6 +168,75 @@ def workflow(name):
 def on_block(wf):
     # PyYAML reads the bare key `on` as the boolean True.
     return wf.get("on", wf.get(True))
+
+
+@functools.cache
+def helm_render(release, *args):
+    """A `helm template` of the chart beyond the four renderings scripts/test-deploy.sh makes:
+    another release name, nameOverride and the like. Returns a Rendering."""
+    helm = shutil.which("helm") or str(ROOT / ".tools" / "bin" / "helm")
+    out = subprocess.run([helm, "template", release, CHART, "--namespace", f"{SERVICE}-test", *args],
+                         check=True, capture_output=True, text=True).stdout
+    return Rendering(f"{release} {' '.join(args)}".strip(), [d for d in yaml.safe_load_all(out) if d])
+
+
+def env_rendering(env, *args):
+    return helm_render(SERVICE, "-f", str(CHART / f"values-{env}.yaml"), *args)
+
+
+# The label Argo CD writes with label tracking (its default before 3.0): the Application's name.
+ARGO_INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+def argo_label_tracking(r, app_name):
+    """The objects as Argo CD's label tracking leaves them in the cluster: the instance label of
+    every top-level object rewritten to the Application's name. Pod templates keep theirs: Argo CD
+    stopped labelling them in v0.11 (SetAppInstanceLabel in argo-cd util/kube/kube.go: "we no
+    longer label the pod template sub resources"), so what selects pods is untouched."""
+    docs = json.loads(json.dumps(r.docs))
+    for d in docs:
+        d["metadata"].setdefault("labels", {})[ARGO_INSTANCE_LABEL] = app_name
+    return Rendering(f"{r.name} under Argo CD as {app_name}", docs)
+
+
+def relabel(labels, configs):
+    """Prometheus relabeling (replace, keep, drop, labeldrop) of a target's labels, enough to
+    follow the ServiceMonitor relabelings the chart renders; the operator's camelCase names."""
+    labels = dict(labels)
+    for c in configs:
+        action = c.get("action", "replace").lower()
+        regex = re.compile(c.get("regex", "(.*)"))
+        value = c.get("separator", ";").join(labels.get(s, "") for s in c.get("sourceLabels", []))
+        if action == "replace":
+            match = regex.fullmatch(value)
+            if match:
+                result = match.expand(re.sub(r"\$\{?(\d+)\}?", r"\\\1", c.get("replacement", "$1")))
+                if result:
+                    labels[c["targetLabel"]] = result
+                else:
+                    labels.pop(c["targetLabel"], None)
+        elif action == "labeldrop":
+            labels = {k: v for k, v in labels.items() if not regex.fullmatch(k)}
+        elif action in ("keep", "drop"):
+            if bool(regex.fullmatch(value)) != (action == "keep"):
+                return None
+        else:
+            raise AssertionError(f"relabel action {action} not followed here")
+    return labels
+
+
+def operator_job(service_monitor, service):
+    """The job label Prometheus Operator gives the ServiceMonitor's targets: the value of the
+    Service label named by jobLabel, else the Service's name; then the endpoint's relabelings,
+    which the operator appends after its own."""
+    svc_labels = service["metadata"].get("labels", {})
+    job_label = service_monitor["spec"].get("jobLabel")
+    job = svc_labels.get(job_label) if job_label and svc_labels.get(job_label) else service["metadata"]["name"]
+    jobs = set()
+    for endpoint in service_monitor["spec"]["endpoints"]:
+        labels = relabel({"job": job}, endpoint.get("relabelings", []))
+        jobs.add(labels and labels.get("job"))
+    return jobs
 
 
 # --- the chart: replicas, HPA, selectors -----------------------------------------------------
@@ -325,7 +396,7 @@ def test_every_pod_runs_restricted(R):
         for where, spec in all_pod_specs(r):
             pod_sc = spec.get("securityContext", {})
             assert spec.get("automountServiceAccountToken") is False, f"{where}: token automounted"
-            for c in spec["containers"]:
+            for c in spec["containers"] + spec.get("initContainers", []):
                 sc = c.get("securityContext", {})
                 run_as_non_root = sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot"))
                 uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
@@ -352,7 +423,7 @@ def test_serviceaccount_does_not_automount_its_token(R):
 def test_images_are_pinned_never_latest(R):
     for r in R.values():
         for where, spec in all_pod_specs(r):
-            for c in spec["containers"]:
+            for c in spec["containers"] + spec.get("initContainers", []):
                 image = c["image"]
                 name = image.split("@")[0]
                 tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
@@ -422,8 +493,9 @@ def test_external_secret_is_v1_opt_in_and_loaded_with_env_from(R):
     es = R["all-on"].one("ExternalSecret")
     assert es["apiVersion"] == "external-secrets.io/v1", es["apiVersion"]
     env = R["all-on"].container["envFrom"]
-    assert "configMapRef" in env[0] and env[-1].get("secretRef", {}).get("name") == es["spec"]["target"]["name"], \
-        f"envFrom {env}: the secret must come after the ConfigMap"
+    # The chart's ConfigMap, then the Secret (its keys win), then extraEnvFrom.
+    assert "configMapRef" in env[0] and env[1].get("secretRef", {}).get("name") == es["spec"]["target"]["name"], \
+        f"envFrom {env}: the secret must come right after the ConfigMap"
 
 
 @test
@@ -493,6 +565,223 @@ def test_crd_schemas_reject_a_broken_object(R):
     assert rejected(rule, "prometheusrule-v1.json"), "the PrometheusRule schema accepted a misspelt key"
 
 
+# --- the chart under Argo CD, Prometheus Operator and kube-prometheus-stack -------------------
+
+
+@test
+def test_selectors_still_match_after_argo_cd_rewrites_the_instance_label(R):
+    # Argo CD's label tracking sets app.kubernetes.io/instance on every object it applies to the
+    # Application's name (backend-staging), not the Helm release name (backend).
+    for env in ENVIRONMENTS:
+        r = argo_label_tracking(R[env], f"{SERVICE}-{env}")
+        service = r.one("Service")
+        pods = r.pod_labels
+        for sm in r.all("ServiceMonitor"):
+            sel = sm["spec"]["selector"]
+            assert ARGO_INSTANCE_LABEL not in sel.get("matchLabels", {}), \
+                f"{r.name}: the ServiceMonitor selects on {ARGO_INSTANCE_LABEL}, which Argo CD rewrites"
+            assert selects(sel["matchLabels"], service["metadata"]["labels"]), \
+                f"{r.name}: the ServiceMonitor no longer selects the Service: no scrape targets"
+        assert r.all("ServiceMonitor"), f"{r.name}: no ServiceMonitor"
+        assert selects(service["spec"]["selector"], pods), f"{r.name}: the Service lost its pods"
+        dep_sel = r.deployment["spec"]["selector"]["matchLabels"]
+        assert selects(dep_sel, pods), f"{r.name}: Deployment selector"
+        # Immutable on a live Deployment: a change here would make every `helm upgrade` fail.
+        assert set(dep_sel) == {"app.kubernetes.io/name", ARGO_INSTANCE_LABEL}, \
+            f"{r.name}: the Deployment selector changed to {sorted(dep_sel)}; it is immutable"
+        for pdb in r.all("PodDisruptionBudget"):
+            assert selects(pdb["spec"]["selector"]["matchLabels"], pods), f"{r.name}: the PDB lost its pods"
+        for np in r.all("NetworkPolicy"):
+            assert selects(np["spec"]["podSelector"]["matchLabels"], pods), f"{r.name}: the NetworkPolicy lost its pods"
+        affinity = r.pod_spec.get("affinity", {}).get("podAntiAffinity", {})
+        terms = [t["podAffinityTerm"] for t in affinity.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+        terms += affinity.get("requiredDuringSchedulingIgnoredDuringExecution", [])
+        terms += r.pod_spec.get("topologySpreadConstraints", [])
+        for term in terms:
+            assert selects(term["labelSelector"]["matchLabels"], pods), f"{r.name}: spread selector lost its pods"
+
+
+@test
+def test_service_monitor_selects_only_its_own_release(R):
+    mine = helm_render(SERVICE, "--set", "serviceMonitor.enabled=true")
+    other = helm_render("other", "--set", "serviceMonitor.enabled=true")
+    sel = mine.one("ServiceMonitor")["spec"]["selector"]["matchLabels"]
+    assert selects(sel, mine.one("Service")["metadata"]["labels"]), "the ServiceMonitor misses its Service"
+    assert not selects(sel, other.one("Service")["metadata"]["labels"]), \
+        "the ServiceMonitor would also scrape another release in the namespace"
+
+
+@test
+def test_scraped_job_label_is_the_service_name_whatever_the_release_is_called(R):
+    variants = [
+        helm_render(SERVICE, "--set", "serviceMonitor.enabled=true"),
+        helm_render("edge", "--set", "serviceMonitor.enabled=true"),
+        helm_render(SERVICE, "--set", "serviceMonitor.enabled=true", "--set", "nameOverride=api"),
+        helm_render("edge", "--set", "serviceMonitor.enabled=true", "--set", "fullnameOverride=gateway"),
+        R["staging"], R["production"], R["all-on"],
+    ]
+    for r in variants:
+        jobs = operator_job(r.one("ServiceMonitor"), r.one("Service"))
+        assert jobs == {SERVICE}, f"{r.name}: targets get job {jobs}, the rules select job=\"{SERVICE}\""
+    # What the rules select on: the service's job.
+    rules = json.dumps([r["spec"] for r in R["all-on"].all("PrometheusRule")]).replace('\\"', '"')
+    assert f'job="{SERVICE}"' in rules, f'no rule selects job="{SERVICE}"'
+
+
+@test
+def test_environments_label_monitors_and_rules_for_kube_prometheus_stack(R):
+    # kube-prometheus-stack's Prometheus selects ServiceMonitors and PrometheusRules by
+    # `release: <its Helm release>` by default; without it they are ignored.
+    for env in ENVIRONMENTS:
+        r = R[env]
+        objs = r.all("ServiceMonitor") + r.all("PrometheusRule")
+        assert r.all("ServiceMonitor") and r.all("PrometheusRule"), f"{env}: no ServiceMonitor or PrometheusRule"
+        for obj in objs:
+            release = obj["metadata"]["labels"].get("release")
+            assert release == "kube-prometheus-stack", \
+                f"{env}: {obj['kind']}/{obj['metadata']['name']} has release={release!r}; Prometheus ignores it"
+
+
+@test
+def test_one_cluster_gets_each_dashboard_uid_once(R):
+    # Both environments share one cluster (deploy/argocd/project.yaml) and so one Grafana: its
+    # dashboard sidecar reads every namespace, and two ConfigMaps with the same dashboard uid
+    # collide (one file overwrites the other; Grafana refuses a duplicate uid).
+    seen = {}
+    for env in ENVIRONMENTS:
+        for cm in R[env].all("ConfigMap"):
+            if cm["metadata"].get("labels", {}).get("grafana_dashboard"):
+                for key, body in cm["data"].items():
+                    uid = json.loads(body).get("uid")
+                    assert uid not in seen, f"dashboard uid {uid!r} ships in {seen.get(uid)} and {env}"
+                    seen[uid] = env
+    assert seen, "no environment ships the dashboards"
+
+
+@test
+def test_production_network_policy_admits_only_named_namespaces(R):
+    policy = R["production"].one("NetworkPolicy")
+    for rule in policy["spec"]["ingress"]:
+        ports = [p["port"] for p in rule["ports"]]
+        peers = rule.get("from")
+        assert peers, f"production admits every pod on {ports}: no `from`"
+        namespaced = [p for p in peers if "namespaceSelector" in p]
+        assert namespaced, f"production {ports}: no namespaceSelector"
+        for p in namespaced:
+            names = p["namespaceSelector"].get("matchLabels", {})
+            assert list(names) == ["kubernetes.io/metadata.name"], f"production {ports}: selector {names}"
+    by_port = {tuple(p["port"] for p in rule["ports"]): rule["from"] for rule in policy["spec"]["ingress"]}
+    metrics_from = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    for p in by_port[("metrics",)] if "namespaceSelector" in p]
+    http_from = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                 for p in by_port[("http",)] if "namespaceSelector" in p]
+    assert metrics_from and http_from and not set(metrics_from) & set(http_from), \
+        f"production: http from {http_from}, metrics from {metrics_from}"
+
+
+@test
+def test_external_secret_renders_every_field_the_operator_defaults(R):
+    # ESO fills these in on admission (CRD defaults); left out, the live object never equals
+    # the rendered one and Argo CD's selfHeal re-applies it forever.
+    es = R["all-on"].one("ExternalSecret")["spec"]
+    schema = crd_schema("externalsecret-v1.json")["properties"]["spec"]
+
+    def walk(obj, sch, path):
+        props = sch.get("properties", {})
+        for key, sub in props.items():
+            if "default" in sub:
+                assert key in obj, f"ExternalSecret {path}.{key} is left to the operator's default {sub['default']!r}"
+            if key in obj:
+                if isinstance(obj[key], dict):
+                    walk(obj[key], sub, f"{path}.{key}")
+                elif isinstance(obj[key], list) and "items" in sub:
+                    for i, item in enumerate(obj[key]):
+                        walk(item, sub["items"], f"{path}.{key}[{i}]")
+
+    walk(es, schema, "spec")
+    defaults = {"conversionStrategy": "Default", "decodingStrategy": "None", "metadataPolicy": "None"}
+    for item in es["data"]:
+        assert defaults.items() <= item["remoteRef"].items(), item["remoteRef"]
+    for item in es["dataFrom"]:
+        assert defaults.items() <= item["extract"].items(), item["extract"]
+
+
+@test
+def test_chart_refuses_a_pdb_that_blocks_every_drain_and_an_inverted_hpa(R):
+    def refused(*args):
+        try:
+            helm_render(SERVICE, *args)
+        except subprocess.CalledProcessError as exc:
+            return exc.stderr
+        return ""
+
+    cases = [
+        (("--set", "replicaCount=1", "--set", "podDisruptionBudget.minAvailable=1"), "podDisruptionBudget.minAvailable"),
+        (("--set", "replicaCount=2", "--set", "podDisruptionBudget.minAvailable=100%"), "podDisruptionBudget.minAvailable"),
+        (("--set", "podDisruptionBudget.maxUnavailable=0"), "podDisruptionBudget.maxUnavailable"),
+        (("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=3",
+          "--set", "podDisruptionBudget.minAvailable=3"), "autoscaling.minReplicas"),
+        (("--set", "autoscaling.enabled=true", "--set", "autoscaling.minReplicas=5",
+          "--set", "autoscaling.maxReplicas=4"), "autoscaling.maxReplicas"),
+    ]
+    for args, needle in cases:
+        message = refused(*args)
+        assert needle in message, f"helm template {' '.join(args)} rendered (or failed without naming {needle})"
+    assert not refused("--set", "replicaCount=1", "--set", "podDisruptionBudget.enabled=false")
+    assert not refused("--set", "replicaCount=3", "--set", "podDisruptionBudget.minAvailable=2")
+
+
+@test
+def test_escape_hatches_reach_the_pod(R):
+    values = yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text())
+    r = R["all-on"]
+    c, spec = r.container, r.pod_spec
+    assert c.get("env") == values["extraEnv"], f"env {c.get('env')}"
+    assert c["envFrom"][-len(values["extraEnvFrom"]):] == values["extraEnvFrom"], "extraEnvFrom not after the chart's"
+    assert "configMapRef" in c["envFrom"][0], "the chart's ConfigMap must come first"
+    assert c.get("volumeMounts") == values["extraVolumeMounts"]
+    assert spec.get("volumes") == values["extraVolumes"]
+    assert spec.get("initContainers") == values["initContainers"]
+    assert spec["containers"][1:] == values["sidecars"], "sidecars must follow the app's container"
+    mounted = {m["name"] for m in c["volumeMounts"]}
+    assert mounted <= {v["name"] for v in spec["volumes"]}, "a mount without its volume"
+    # The realistic use: the TOML settings file the app reads (app/src/main.rs: APP_CONFIG_FILE).
+    config_file = next(e["value"] for e in c["env"] if e["name"] == "APP_CONFIG_FILE")
+    assert any(config_file.startswith(m["mountPath"] + "/") for m in c["volumeMounts"]), config_file
+    assert "APP_CONFIG_FILE" in (ROOT / "app" / "src" / "main.rs").read_text(), "the app reads no APP_CONFIG_FILE"
+    d = R["default"]
+    assert "env" not in d.container and "volumeMounts" not in d.container and "volumes" not in d.pod_spec
+    assert "initContainers" not in d.pod_spec and len(d.pod_spec["containers"]) == 1
+
+
+@test
+def test_httproute_is_opt_in_and_routes_api_paths_to_the_http_port_only(R):
+    for name in ("default", *ENVIRONMENTS):
+        assert not R[name].all("HTTPRoute"), f"{name} renders an HTTPRoute"
+    route = R["all-on"].one("HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1", route["apiVersion"]
+    spec = route["spec"]
+    assert spec["parentRefs"] and all(p.get("name") for p in spec["parentRefs"]), spec["parentRefs"]
+    service = R["all-on"].one("Service")
+    http_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert set(spec) <= {"parentRefs", "hostnames", "rules"}, set(spec)
+    for rule in spec["rules"]:
+        assert set(rule) == {"matches", "backendRefs"}, set(rule)
+        for match in rule["matches"]:
+            assert set(match) == {"path"}, match
+            assert match["path"]["type"] in ("PathPrefix", "Exact"), match
+            assert match["path"]["value"].startswith("/api") and "metrics" not in match["path"]["value"], match
+        assert rule["backendRefs"] == [{"name": service["metadata"]["name"], "port": http_port}], rule["backendRefs"]
+    for host in spec.get("hostnames", []):
+        assert re.fullmatch(r"(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?", host), host
+    try:
+        helm_render(SERVICE, "--set", "httpRoute.enabled=true")
+    except subprocess.CalledProcessError as exc:
+        assert "httpRoute.parentRefs" in exc.stderr, exc.stderr
+    else:
+        raise AssertionError("an HTTPRoute attached to no Gateway rendered")
+
+
 # --- chart metadata and values ---------------------------------------------------------------
 
 
@@ -523,9 +812,11 @@ def test_every_values_key_is_documented(R):
 @test
 def test_environment_values_hold_only_differences(R):
     defaults = values_defaults()
-    written_by_pipeline = {("image", "tag"), ("image", "digest")}
+    written_by_pipeline = {("image", "repository"), ("image", "tag"), ("image", "digest")}
 
     def walk(env, default, path):
+        if default == {}:
+            return  # a free-form map (labels, annotations): any key is the environment's own
         for key, value in env.items():
             here = (*path, key)
             assert isinstance(default, dict) and key in default, f"{'.'.join(here)} is not a chart value"
@@ -572,9 +863,9 @@ def argocd_objects():
 @test
 def test_appproject_restricts_sources_destinations_and_kinds(R):
     objs = argocd_objects()
-    projects = [d for (kind, _), d in objs.items() if kind == "AppProject"]
-    assert len(projects) == 1, "expected one AppProject"
-    spec = projects[0]["spec"]
+    projects = {name: d for (kind, name), d in objs.items() if kind == "AppProject"}
+    assert set(projects) == {SERVICE, f"{SERVICE}-gitops"}, f"AppProjects {set(projects)}"
+    spec = projects[SERVICE]["spec"]
     assert spec["sourceRepos"] and all("*" not in s for s in spec["sourceRepos"]), spec["sourceRepos"]
     for dest in spec["destinations"]:
         assert "*" not in dest["namespace"] and "*" not in dest.get("server", ""), dest
@@ -592,7 +883,7 @@ def test_appproject_restricts_sources_destinations_and_kinds(R):
 @test
 def test_applications_sync_each_environment_from_the_chart(R):
     objs = argocd_objects()
-    project = next(d for (kind, _), d in objs.items() if kind == "AppProject")
+    project = objs[("AppProject", SERVICE)]
     destinations = {(d.get("server"), d["namespace"]) for d in project["spec"]["destinations"]}
     apps = {d["metadata"]["name"]: d for (kind, _), d in objs.items() if kind == "Application"}
     for env in ENVIRONMENTS:
@@ -600,14 +891,72 @@ def test_applications_sync_each_environment_from_the_chart(R):
         assert app, f"no Application {SERVICE}-{env}"
         spec = app["spec"]
         assert spec["project"] == project["metadata"]["name"]
-        assert spec["source"]["repoURL"] in project["spec"]["sourceRepos"]
-        assert spec["source"]["path"] == f"deploy/charts/{SERVICE}"
-        files = spec["source"]["helm"]["valueFiles"]
-        assert files == [f"values-{env}.yaml"] and (CHART / files[0]).is_file(), files
+        sources = app_sources(app)
+        assert all(s["repoURL"] in project["spec"]["sourceRepos"] for s in sources), sources
+        chart = chart_source(app)
+        assert chart["path"] == f"deploy/charts/{SERVICE}"
+        files = chart["helm"]["valueFiles"]
+        refs = {f"${s['ref']}/": s for s in sources if s.get("ref")}
+        # A `$ref/...` value file comes from another source (production reads values from main).
+        assert len(files) == 1, files
+        ref = next((r for r in refs if files[0].startswith(r)), None)
+        path = CHART / files[0] if ref is None else ROOT / files[0][len(ref):]
+        assert path == CHART / f"values-{env}.yaml" and path.is_file(), files
+        if ref:
+            assert refs[ref]["targetRevision"] == "main", f"{env} reads its values from {refs[ref]['targetRevision']}"
         assert (spec["destination"]["server"], spec["destination"]["namespace"]) in destinations
         assert spec["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
         assert "CreateNamespace=true" in spec["syncPolicy"]["syncOptions"]
         assert app["metadata"]["namespace"] == project["metadata"]["namespace"], "Application outside Argo CD's namespace"
+
+
+def app_sources(app):
+    """The sources of an Application, single- or multi-source."""
+    spec = app["spec"]
+    return spec.get("sources") or [spec["source"]]
+
+
+def chart_source(app):
+    charts = [s for s in app_sources(app) if s.get("path")]
+    assert len(charts) == 1, f"{app['metadata']['name']}: expected one chart source, found {len(charts)}"
+    return charts[0]
+
+
+@test
+def test_staging_tracks_main_and_production_a_released_chart_tag(R):
+    apps = {d["metadata"]["name"]: d for (kind, _), d in argocd_objects().items() if kind == "Application"}
+    staging = chart_source(apps[f"{SERVICE}-staging"])
+    assert staging["targetRevision"] == "main", f"staging tracks {staging['targetRevision']}, not main"
+    production = chart_source(apps[f"{SERVICE}-production"])
+    revision = str(production["targetRevision"])
+    assert revision not in ("main", "HEAD", "master", "*") and re.fullmatch(r"v\d+\.\d+\.\d+", revision), \
+        f"production's chart tracks {revision!r}: chart changes would reach it with staging's"
+
+
+@test
+def test_root_application_applies_deploy_argocd_and_can_delete_nothing(R):
+    # The promotion moves application-production.yaml's targetRevision on main; the root
+    # Application is what carries that change into Argo CD.
+    objs = argocd_objects()
+    root = objs.get(("Application", f"{SERVICE}-gitops"))
+    assert root, f"no root Application {SERVICE}-gitops"
+    project = objs[("AppProject", root["spec"]["project"])]
+    assert root["spec"]["project"] != SERVICE, "the root Application must not run in the service's project"
+    source = root["spec"]["source"]
+    assert source["path"] == "deploy/argocd" and source["targetRevision"] == "main", source
+    assert source["repoURL"] in project["spec"]["sourceRepos"]
+    argocd_ns = root["metadata"]["namespace"]
+    assert root["spec"]["destination"]["namespace"] == argocd_ns
+    assert [d["namespace"] for d in project["spec"]["destinations"]] == [argocd_ns], project["spec"]["destinations"]
+    assert not project["spec"].get("clusterResourceWhitelist"), "the root project may write cluster-scoped kinds"
+    kinds = {(k["group"], k["kind"]) for k in project["spec"]["namespaceResourceWhitelist"]}
+    assert kinds == {("argoproj.io", "Application"), ("argoproj.io", "AppProject")}, kinds
+    assert root["spec"]["syncPolicy"]["automated"] == {"prune": False, "selfHeal": True}, \
+        "the root Application may prune: deleting a file would delete an environment"
+    assert "finalizers" not in root["metadata"], "deleting the root Application would cascade to the environments"
+    for d in (d for _, d in argocd_docs()):
+        assert d["metadata"]["namespace"] == argocd_ns and (d["apiVersion"].split("/")[0], d["kind"]) in kinds, \
+            f"deploy/argocd holds {d['kind']}/{d['metadata']['name']}, which the root Application cannot apply"
 
 
 # --- GitHub Actions --------------------------------------------------------------------------
@@ -632,7 +981,7 @@ def test_ci_runs_make_test_on_pr_and_push_with_least_privilege(R):
     assert wf["permissions"] == {"contents": "read"}, wf["permissions"]
     assert "group" in wf["concurrency"], "no concurrency group"
     runs = [s.get("run", "") for job in wf["jobs"].values() for s in job["steps"]]
-    assert any(r.strip() == "make test" for r in runs), "ci.yaml does not run `make test`"
+    assert any(line.strip() == "make test" for r in runs for line in r.splitlines()), "ci.yaml does not run `make test`"
     cached = " ".join(str(s.get("with", {}).get("path", "")) for job in wf["jobs"].values() for s in job["steps"])
     for path in ("~/.cargo/registry", "target", "~/.cache/pip", "~/.npm"):
         assert path in cached, f"ci.yaml does not cache {path}"
@@ -645,8 +994,11 @@ def test_release_builds_multiarch_signs_attests_and_bumps_staging(R):
     assert on["push"]["branches"] == ["main"] and on["push"]["tags"], on
     assert wf["permissions"] == {} or wf["permissions"] == {"contents": "read"}, wf["permissions"]
     text = (WORKFLOWS / "release.yaml").read_text()
+    # The registry host is a configuration variable, not a secret: the runner drops any job
+    # output that contains a secret, and the image name is one.
+    assert "vars.REGISTRY" in text and "secrets.DOCKER_REGISTRY" not in text, "the registry must be vars.REGISTRY"
     for needle in ("linux/amd64,linux/arm64", "secrets.DOCKER_USER", "secrets.DOCKER_PASSWORD",
-                   "secrets.DOCKER_REGISTRY", "type=sha", "type=semver", "type=ref,event=branch",
+                   "type=sha", "type=semver", "type=ref,event=branch",
                    "cosign sign", "provenance: mode=max", "sbom: true", "cache-from", "cache-to",
                    "values-staging.yaml", "values-production.yaml"):
         assert needle in text, f"release.yaml lacks {needle!r}"

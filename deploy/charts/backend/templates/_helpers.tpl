@@ -36,13 +36,37 @@ app.kubernetes.io/name: {{ include "backend.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+backend.releaseLabelKey: a label the chart owns, holding the release name. Unlike
+app.kubernetes.io/instance, nothing rewrites it: Argo CD's label tracking (the default before
+Argo CD 3.0) sets app.kubernetes.io/instance on every top-level object it applies to the
+Application's name (`<name>-staging`), not the release name; see
+https://argo-cd.readthedocs.io/en/release-2.9/user-guide/resource_tracking/ and
+https://github.com/argoproj/argo-cd/issues/2871. It leaves pod templates alone (since v0.11,
+SetAppInstanceLabel in argo-cd's util/kube/kube.go), so selectors on pods keep working.
+*/}}
+{{- define "backend.releaseLabelKey" -}}
+{{- printf "%s/release" .Chart.Name }}
+{{- end }}
+
+{{/*
+The labels the ServiceMonitor selects the Service by: the chart's name and release labels, never
+app.kubernetes.io/instance (above). Not used to select pods, so adding it changed no immutable
+Deployment selector.
+*/}}
+{{- define "backend.serviceSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "backend.name" . }}
+{{ include "backend.releaseLabelKey" . }}: {{ .Release.Name }}
+{{- end }}
+
 {{/* The labels on every object. */}}
 {{- define "backend.labels" -}}
 helm.sh/chart: {{ include "backend.chart" . }}
 {{ include "backend.selectorLabels" . }}
+{{ include "backend.releaseLabelKey" . }}: {{ .Release.Name }}
 app.kubernetes.io/version: {{ include "backend.imageTag" . | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: backend
+app.kubernetes.io/part-of: {{ .Chart.Name }}
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
@@ -146,4 +170,19 @@ is still finishing.
 {{- fail (printf "deployment.terminationGracePeriodSeconds (%ds) must exceed APP__SHUTDOWN__DRAIN_DELAY + APP__SHUTDOWN__TIMEOUT + 3s trace flush (%dms)" $grace $needed) }}
 {{- end }}
 {{- $grace }}
+{{- end }}
+
+{{/*
+backend.scaledIntOrPercent: an integer, or a percentage of a pod count rounded up, as the
+disruption controller reads a PodDisruptionBudget's minAvailable and maxUnavailable.
+Called with (list <int or "N%"> <pods>).
+*/}}
+{{- define "backend.scaledIntOrPercent" -}}
+{{- $value := index . 0 | toString }}
+{{- $pods := index . 1 | int }}
+{{- if hasSuffix "%" $value }}
+{{- div (add (mul (trimSuffix "%" $value | int) $pods) 99) 100 }}
+{{- else }}
+{{- $value | int }}
+{{- end }}
 {{- end }}
