@@ -494,6 +494,11 @@ fn hyper_service(
         let (router, listener) = (router.clone(), listener.clone());
         async move {
             let mut response = router.oneshot(request).await?;
+            // axum adds `Allow` to whatever answers a wrong method, so a POST with a body over
+            // the limit got `413` with `allow:`; the header belongs to `405` only.
+            if response.status() != http::StatusCode::METHOD_NOT_ALLOWED {
+                response.headers_mut().remove(header::ALLOW);
+            }
             if listener.stopping.load(Ordering::Acquire) {
                 response
                     .headers_mut()

@@ -5,6 +5,7 @@
 //! serving), `connections` (the cap, connection metrics, closing at shutdown), `system_info` (the /info snapshot), `faults` (fault injection, off by default) and
 //! `healthcheck` (the image's HEALTHCHECK client).
 
+pub mod body;
 pub mod connections;
 pub mod error;
 pub mod extract;

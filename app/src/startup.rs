@@ -15,7 +15,6 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{MakeSpan, TraceLayer};
@@ -23,6 +22,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
+use crate::body::ReadBodyLayer;
 use crate::connections::{self, Received, Serve};
 use crate::error::{ApiError, json_error_bodies, panic_response};
 use crate::faults::{Faults, InjectedError};
@@ -98,11 +98,14 @@ pub fn app_with_faults(
             .layer(CatchPanicLayer::custom(panic_response))
             .map_response(json_error_bodies)
             .option_layer(cors_layer(&settings.cors))
-            .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
             .layer(TimeoutLayer::with_status_code(
                 http::StatusCode::GATEWAY_TIMEOUT,
                 server.request_timeout,
             ))
+            // Inside the timeout: a body sent too slowly gets 504 like a slow handler.
+            .layer(ReadBodyLayer {
+                limit: server.body_limit_bytes,
+            })
             // Innermost: injected latency is cut by the timeout, injected errors are counted.
             .layer(faults.layer()),
     )

@@ -417,3 +417,66 @@ async fn an_http_1_1_request_without_exactly_one_host_is_a_400() {
     let answer = send("GET /api/v1/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Sends `bytes` on one connection and returns everything until the server closes it.
+async fn raw_exchange(app: &common::TestApp, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(app.api).await.expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer));
+    read.await.expect("the server closes").expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A body is limited whether it has a length or comes in chunks, and a body no handler reads
+/// does not cost the connection: the request behind it is answered too.
+#[tokio::test]
+async fn every_body_is_limited_and_an_unread_one_leaves_the_connection_usable() {
+    let app = spawn_app().await;
+    let last = "GET /api/v1/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let chunked = |size: usize| {
+        format!(
+            "GET /api/v1/health HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{size:x}\r\n{}\r\n0\r\n\r\n",
+            "a".repeat(size)
+        )
+    };
+
+    let big = raw_exchange(&app, format!("{}{last}", chunked(200_000)).as_bytes()).await;
+    assert!(
+        big.starts_with("HTTP/1.1 413"),
+        "{}",
+        &big[..big.len().min(300)]
+    );
+    assert!(big.contains(r#""code":"payload_too_large""#), "{big}");
+
+    for first in [
+        chunked(1_000),
+        format!(
+            "GET /api/v1/health HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{}",
+            "a".repeat(1_000)
+        ),
+    ] {
+        let answer = raw_exchange(&app, format!("{first}{last}").as_bytes()).await;
+        assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    }
+}
+
+/// `Allow` belongs to `405`: a wrong method with a body over the limit gets `413` without it.
+#[tokio::test]
+async fn only_a_405_carries_allow() {
+    let app = spawn_app().await;
+    let head = "POST /api/v1/health HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(&app, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("\r\nallow:"),
+        "{answer}"
+    );
+    let head = "POST /api/v1/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(&app, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nallow: get,head"),
+        "{answer}"
+    );
+}
