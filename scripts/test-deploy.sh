@@ -89,6 +89,11 @@ app_starts_with_rendered_settings() (
   trap 'kill -KILL "$pid" 2>/dev/null || true' EXIT
   wait_http "http://127.0.0.1:$api/api/v1/health" 10
   curl -fsS -o /dev/null "http://127.0.0.1:$api/api/v1/ready"
+  # /api/v1/info discloses the host: production turns it off (docs/contract.md).
+  local info expected=200
+  [ "$1" != production ] || expected=404
+  info=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api/api/v1/info")
+  [ "$info" = "$expected" ] || { echo "$1: /api/v1/info answered $info, not $expected"; return 1; }
   local exposition
   exposition=$(curl -fsS "http://127.0.0.1:$metrics/metrics")
   grep -q '^build_info' <<<"$exposition" || { echo "no build_info on /metrics"; return 1; }
@@ -222,6 +227,12 @@ main() {
   for name in "${RENDERINGS[@]}"; do
     step "app starts with the $name settings and answers the probes" app_starts_with_rendered_settings "$name"
   done
+
+  log "operator-style: the chart as the Prometheus Operator and Argo CD run it (real Prometheus, real binaries)"
+  apt_install prometheus
+  step "operator-style: staging and production scraped, recorded and alerted apart" \
+    timeout --signal=TERM --kill-after=20 300 "$DEPLOY_VENV/bin/python" "$ROOT/deploy/tests/operator_e2e.py" \
+    --binary "$BINARY" --workdir "$OUT/operator"
 
   log "assertions on the rendered YAML, CRD schemas, Argo CD, workflows"
   python_checks test_chart.py "$OUT/renders"

@@ -378,6 +378,15 @@ def test_settings_configmap_holds_only_contract_keys(R):
 
 
 @test
+def test_only_production_turns_off_the_host_disclosing_info_endpoint(R):
+    # /api/v1/info gives kernel release, hostname and memory to anyone reaching the API.
+    for r in R.values():
+        enabled = app_config(r).get("APP__INFO__ENABLED")
+        expected = "false" if r.name == "production" else "true"
+        assert enabled == expected, f"{r.name}: APP__INFO__ENABLED is {enabled!r}, not {expected!r}"
+
+
+@test
 def test_schema_config_keys_are_the_contract_settings_less_the_chart_managed_ones(R):
     schema = json.loads((CHART / "values.schema.json").read_text())
     keys = set(schema["properties"]["config"]["properties"])
@@ -635,11 +644,21 @@ def test_environments_label_monitors_and_rules_for_kube_prometheus_stack(R):
     for env in ENVIRONMENTS:
         r = R[env]
         objs = r.all("ServiceMonitor") + r.all("PrometheusRule")
-        assert r.all("ServiceMonitor") and r.all("PrometheusRule"), f"{env}: no ServiceMonitor or PrometheusRule"
+        assert r.all("ServiceMonitor"), f"{env}: no ServiceMonitor"
         for obj in objs:
             release = obj["metadata"]["labels"].get("release")
             assert release == "kube-prometheus-stack", \
                 f"{env}: {obj['kind']}/{obj['metadata']['name']} has release={release!r}; Prometheus ignores it"
+
+
+@test
+def test_one_cluster_loads_the_rules_once(R):
+    # The rules group by namespace: one copy alerts for both environments of the cluster
+    # (deploy/tests/operator_e2e.py shows it). Two copies ran every rule twice and wrote every
+    # recorded series twice.
+    files = len(list((CHART / "files/prometheus/rules").glob("*.yml")))
+    shipped = {env: len(R[env].all("PrometheusRule")) for env in ENVIRONMENTS}
+    assert shipped == {"staging": 0, "production": files}, shipped
 
 
 @test

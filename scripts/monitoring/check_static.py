@@ -4,9 +4,11 @@
     check_static.py compose COMPOSE_JSON   the compose file (normalised by `docker compose config
                                            --format json`) against the stack's requirements
     check_static.py rules                  alerts: severity, annotations, runbooks, inhibition,
-                                           receivers; SLO thresholds and probes
+                                           receivers; SLO thresholds and probes; aggregations and
+                                           joins keep the namespace
     check_static.py dashboards             data source uids, layout, units, variables; burn-rate
-                                           thresholds and windows; restart panels
+                                           thresholds and windows; restart panels; every query of
+                                           the service filters on $namespace
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import yaml
 from common import (
     ALERT_PREFIX,
     ALERTMANAGER_FILE,
+    ALL_VARIABLES,
     BLACKBOX_FILE,
+    ENV_LABEL,
     JOB,
     PROMETHEUS_FILE,
     ROOT,
@@ -82,6 +86,9 @@ def check_compose(c: Checks, normalised_path: str) -> None:
     c.check({"4000", "9464"} <= set(map(str, app.get("expose", []))), f"{SERVICE} exposes 4000 and 9464")
     c.check("APP__TRACING__OTLP_ENDPOINT" in app.get("environment", {}),
             f"{SERVICE} takes APP__TRACING__OTLP_ENDPOINT from the environment")
+    # /api/v1/info discloses the host; compose turns it on for the demo, in writing (docs/contract.md).
+    c.check(app.get("environment", {}).get("APP__INFO__ENABLED") == "true",
+            f"{SERVICE} sets APP__INFO__ENABLED explicitly (the demo shows /api/v1/info)")
 
     lb_ports = services["lb"].get("ports", [])
     c.check(any(str(p.get("target")) == "4000" and str(p.get("published")) == "4000" for p in lb_ports),
@@ -279,6 +286,8 @@ def check_rules(c: Checks) -> None:
         c.check(all(h.get("send_resolved") for h in receiver.get("webhook_configs", [])),
                 f"alertmanager receiver {receiver['name']} also sends resolved notifications")
 
+    check_env_aggregation(c, load_rules())
+
     # The thresholds written by hand agree with slo.yaml and the backend's buckets.
     slo = yaml.safe_load(SLO_FILE.read_text())
     threshold = slo["slos"]["latency"]["threshold_seconds"]
@@ -300,6 +309,24 @@ def check_rules(c: Checks) -> None:
     worst = seconds(g["scrape_interval"]) + seconds(g["scrape_timeout"]) + seconds(g["evaluation_interval"]) + \
         seconds(down.for_)
     c.check(worst <= 120, f"BackendDown: scrape + timeout + evaluation + for = {worst}s, within the promised 2 minutes")
+
+
+_GROUPING_CLAUSE = re.compile(r"\b(by|on)\s*\(([^)]*)\)")
+
+
+def check_env_aggregation(c: Checks, rules) -> None:
+    """Issue 12, defect 7: staging and production in one cluster are the same job in two namespaces.
+    Every aggregation or join of the service's rules that keeps the job or the instance keeps the
+    namespace too (`on ()`, a whole-vector fallback, is allowed), and every alert of the service
+    ends up carrying it. meta.yml watches compose's own prometheus/alertmanager jobs: left out."""
+    for r in rules:
+        if r.file == "meta.yml":
+            continue
+        for kind, labels in _GROUPING_CLAUSE.findall(r.expr):
+            names = {x.strip() for x in labels.split(",") if x.strip()}
+            if names & {"job", "instance"}:
+                c.check(ENV_LABEL in names, f"{r.file}: {r.name}: `{kind} ({labels})` keeps {ENV_LABEL}",
+                        " ".join(r.expr.split()))
 
 
 # -------------------------------------------------------------------------------------- dashboards
@@ -355,9 +382,20 @@ def check_restart_panels(c: Checks, dashboards: dict[str, dict]) -> None:
             c.check("min_over_time(process_start_time_seconds" in expr and "instance)" not in expr,
                     f"{name} {where}: counts restarts per job, a replica back on a new address included",
                     expr.replace("\n", " "))
-            concrete = " ".join(substitute(expr, {"instance": ".*", "route": ".*"}).split())
+            concrete = " ".join(substitute(expr, ALL_VARIABLES).split())
             c.check(concrete in tested, f"{name} {where}: the query is unit-tested in tests/*.test.yml "
-                    "(with $instance=.* and a 1h range)", concrete)
+                    "(with every variable All and a 1h range)", concrete)
+
+
+_SELECTOR = re.compile(r"\{[^{}]*\}")
+
+
+def env_filtered(expr: str) -> bool:
+    """Every selector of the service's job (or the probes' job) filters on the namespace variable."""
+    for sel in _SELECTOR.findall(expr):
+        if (f'job="{JOB}"' in sel or 'job="blackbox"' in sel) and f'{ENV_LABEL}=~"${ENV_LABEL}"' not in sel:
+            return False
+    return True
 
 
 def check_dashboards(c: Checks) -> None:
@@ -374,8 +412,17 @@ def check_dashboards(c: Checks) -> None:
         ids = [p.get("id") for p in panels]
         c.check(len(ids) == len(set(ids)), f"{name}: panel ids are unique")
         variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
-        for var in ("instance", "route"):
+        for var in (ENV_LABEL, "instance", "route"):
             c.check(var in variables, f"{name}: has the ${var} variable")
+        # Issue 12, defect 7: staging and production in one cluster are told apart by namespace.
+        # Its "All" must match series without the label too (compose has none): allValue ".*".
+        env = variables.get(ENV_LABEL, {})
+        c.check(env.get("includeAll") is True and env.get("allValue") == ".*",
+                f'{name}: ${ENV_LABEL} has "All" = .* (compose\'s series have no {ENV_LABEL} label)',
+                str({k: env.get(k) for k in ("includeAll", "allValue")}))
+        for vname, selector, _ in variable_queries(d):
+            if vname != ENV_LABEL:
+                c.check(env_filtered(selector), f"{name}: variable ${vname} filters on ${ENV_LABEL}", selector)
         for vname, var in variables.items():
             ds = var.get("datasource") or {}
             c.check(ds.get("uid") == uid, f"{name}: variable ${vname} uses data source uid {uid!r}", str(ds))
@@ -397,11 +444,14 @@ def check_dashboards(c: Checks) -> None:
                 c.check((t.get("datasource") or {}).get("uid") == uid,
                         f'{name}: "{title}" target {t.get("refId")} uses data source {uid!r}')
                 try:
-                    substitute(t["expr"], {"instance": ".*", "route": ".*"})
+                    substitute(t["expr"], ALL_VARIABLES)
                     ok, err = True, ""
                 except KeyError as e:
                     ok, err = False, str(e)
                 c.check(ok, f'{name}: "{title}" uses only known template variables', err)
+            for t in p.get("targets", []):
+                c.check(env_filtered(t["expr"]), f'{name}: "{title}" target {t.get("refId")}: every selector '
+                        f'of the service filters on ${ENV_LABEL}', t["expr"].replace("\n", " "))
             c.check(bool(p.get("targets")), f'{name}: "{title}" has a query')
             c.check(bool(p.get("fieldConfig", {}).get("defaults", {}).get("unit")), f'{name}: "{title}" sets a unit')
             c.check(bool(p.get("description")), f'{name}: "{title}" has a description')

@@ -43,6 +43,12 @@ PROMETHEUS_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_second
 # What a dashboard's template variables become when its queries run outside Grafana. Two sets:
 # "All" for every variable, and one concrete instance and route (filled in by the live test).
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h", "__range_s": "3600"}
+# Every template variable set to "All" (its allValue). `namespace=~".*"` also matches series that
+# have no namespace label at all, as in compose.
+ALL_VARIABLES = {"namespace": ".*", "instance": ".*", "route": ".*"}
+# The environment label: a cluster's namespace (the Prometheus Operator sets it on every target).
+# Rules aggregate by it beside job, and dashboards filter on it (issue 12, defect 7).
+ENV_LABEL = "namespace"
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -16,7 +16,7 @@ receiver on 127.0.0.1.
    blackbox exporter's /metrics, or is recorded.
 3. Waits until both replicas are `up == 1` and EVERY recording rule and EVERY dashboard query (and
    variable) returns data, with the template variables set to "All" and to one concrete instance
-   and route.
+   and route ($namespace stays "All": compose's series have no namespace label).
 4. Stops one replica and measures how long BackendDown takes to reach Alertmanager (promise: 2
    minutes) and then the receiver's `page` path; the replica still running must not be reported.
 5. Removes that replica from discovery, as Docker's DNS does with an exited container: BackendDown
@@ -51,6 +51,7 @@ import yaml
 from common import (
     ALERT_PREFIX,
     ALERTMANAGER_FILE,
+    ALL_VARIABLES,
     BLACKBOX_FILE,
     JOB,
     PROMETHEUS_FILE,
@@ -371,7 +372,8 @@ def wait_for_data(c: Checks, prom: str, rules, dashboards, values_sets: list[dic
             for where, expr in dashboard_queries(d):
                 queries[f"{fname} {where} [{label}]"] = substitute(expr, values)
         for var, selector, _ in variable_queries(d):
-            queries[f"{fname} variable ${var}"] = selector
+            # a variable's query may use the variables before it ($namespace): set to "All"
+            queries[f"{fname} variable ${var}"] = substitute(selector, ALL_VARIABLES)
 
     pending = dict(queries)
     deadline = time.monotonic() + DATA_DEADLINE_SECONDS
@@ -487,7 +489,8 @@ def run(args: argparse.Namespace) -> int:
             "Prometheus": prom + "/metrics", "Alertmanager": am + "/metrics", "the blackbox probe": probe})
 
         wait_for_data(c, prom, rules, dashboards,
-                      [{"instance": ".*", "route": ".*"}, {"instance": instances[1], "route": "/api/v1/info"}])
+                      # compose has no namespace label: "All" (.*) is $namespace's only choice
+                      [ALL_VARIABLES, {"namespace": ".*", "instance": instances[1], "route": "/api/v1/info"}])
         traffic.stop()
         log(f"traffic: {traffic.sent} requests, statuses {dict(sorted(traffic.statuses.items()))}")
         c.check(traffic.statuses.get(0, 0) == 0, "every request got an answer")

@@ -12,7 +12,8 @@ with the repository's alertmanager.yml, the receivers' URLs pointed at the recei
 2. inhibition (issue 13, defect 6), alerts posted to the API: a page holds back only the tickets
    that share its cause (the same SLO's slow burn, the p99 tickets during a fast latency burn,
    the same instance's tickets); a silenced BackendDown page no longer hides a latency ticket;
-   pages are never held back;
+   pages are never held back; a page in one namespace never holds back another namespace's
+   tickets (issue 12, defect 7);
 3. delivery: a page reaches /alerts/page within its group_wait (10s) plus margin, and the receiver
    prints one line per alert with path, status, alertname, severity, instance and summary.
 
@@ -74,6 +75,11 @@ def check_inhibition(c: Checks, am: str) -> None:
         alert("E2EInstanceTicket", "ticket", instance="10.9.0.1:9464"),  # held: same instance
         alert("E2EOtherInstanceTicket", "ticket", instance="10.9.0.2:9464"),  # not held
         alert("E2EOtherPage", "page", slo="availability", instance="10.9.0.1:9464"),  # pages: never held
+        # Two namespaces of one cluster (issue 12, defect 7): production's latency page holds back
+        # production's latency ticket, not staging's.
+        alert("E2EProductionLatencyPage", "page", slo="latency", namespace="e2e-production"),
+        alert("E2EProductionLatencyTicket", "ticket", slo="latency", namespace="e2e-production"),  # held
+        alert("E2EStagingLatencyTicket", "ticket", slo="latency", namespace="e2e-staging"),  # not held
     ]
     status = http("POST", f"{am}/api/v2/alerts", body=json.dumps(alerts).encode())[0]
     c.check(status == 200, "Alertmanager accepts alerts on /api/v2/alerts", str(status))
@@ -89,6 +95,7 @@ def check_inhibition(c: Checks, am: str) -> None:
         "AvailabilityBudgetBurnSlow": True, "LatencyBudgetBurnSlow": False, "HighLatencyP99": False,
         "E2EInstanceTicket": True, "E2EOtherInstanceTicket": False, "E2EOtherPage": False,
         "AvailabilityBudgetBurnFast": False,
+        "E2EProductionLatencyTicket": True, "E2EStagingLatencyTicket": False, "E2EProductionLatencyPage": False,
     }
 
     def states() -> dict[str, dict]:
@@ -115,6 +122,9 @@ def check_inhibition(c: Checks, am: str) -> None:
         "E2EOtherInstanceTicket": "... and not those of another instance",
         "E2EOtherPage": "a page is never held back",
         "AvailabilityBudgetBurnFast": "a page is never held back (the fast burn itself)",
+        "E2EProductionLatencyTicket": "a namespace's page holds back the same SLO's ticket in that namespace",
+        "E2EStagingLatencyTicket": "... and not the same SLO's ticket in another namespace (defect 7)",
+        "E2EProductionLatencyPage": "a page in a namespace is never held back",
     }
     for name, held in expected.items():
         c.check(bool(got.get(name, {}).get("inhibitedBy")) == held, f"inhibition: {why[name]}",

@@ -14,6 +14,10 @@ generate it:
     combined as 1 - (1 - requests) * (1 - probes), or either alone when the other has no data;
   - slo:objective:ratio and slo:error_budget_remaining:ratio for the dashboards;
   - one page and one ticket alert per SLO.
+
+Every SLI is per (job, namespace): staging and production in one cluster are the same job in two
+namespaces and have a budget each (issue 12, defect 7). Compose has no namespace label, and
+`by (job, namespace)` gives one series per job there, as `by (job)` did.
 """
 
 from __future__ import annotations
@@ -66,8 +70,12 @@ def le_matcher(threshold: float) -> str:
     return f'le=~"{text}|{text}\\\\.0"'
 
 
+# The labels every SLI keeps: the job, and the environment it runs in (a cluster's namespace).
+SLI_BY = "job, namespace"
+
+
 def sum_rate(metric: str, matchers: str, window: str) -> str:
-    return f"sum by (job) (\n  rate({metric}{{{matchers}}}[{window}])\n)"
+    return f"sum by ({SLI_BY}) (\n  rate({metric}{{{matchers}}}[{window}])\n)"
 
 
 def error_ratio_expr(slo: str, selector: str, window: str, threshold: float | None) -> str:
@@ -99,8 +107,9 @@ def record(name: str, expr: str, labels: dict[str, str]) -> str:
 
 
 def probes_error_expr(probes: str, window: str) -> str:
-    """The share of failed probes over the window, averaged over the probed targets."""
-    return f"1 - avg(\n  avg_over_time(probe_success{{{probes}}}[{window}])\n)\n"
+    """The share of failed probes over the window, averaged over the probed targets (per namespace,
+    for probes that carry one; compose's carry none)."""
+    return f"1 - avg by (namespace) (\n  avg_over_time(probe_success{{{probes}}}[{window}])\n)\n"
 
 
 def combined_expr(service: str, slo: str, window: str) -> str:
@@ -124,7 +133,8 @@ def sli_records(windows, slos, selector, service):
             if not cfg.get("probes"):
                 out.append(record(f"slo:sli_error:ratio_rate{window}", expr, labels))
                 continue
-            # The parts carry job like the requests' `sum by (job)`, so the three series match.
+            # The parts carry job (and namespace, if any) like the requests' sum, so the three
+            # series match one to one.
             out.append(record(f"slo:sli_error_requests:ratio_rate{window}", expr, labels))
             out.append(record(f"slo:sli_error_probes:ratio_rate{window}",
                               probes_error_expr(cfg["probes"], window), {"job": service, **labels}))
@@ -161,7 +171,9 @@ def render(spec: dict) -> str:
         "    rules:\n",
     ]
     out += sli_records(long, slos, selector, service)
-    # The SLI series carry job from `sum by (job)`; the job is named after the service.
+    # The SLI series carry job (and namespace) from their sum; the job is named after the service.
+    # The objective is the same in every namespace: one series per SLO, without namespace
+    # (dashboards divide by it with `on (job, slo) group_left`).
     job = f'job="{service}"'
     for slo, cfg in slos.items():
         labels = {"job": service, "service": service, "slo": slo}
