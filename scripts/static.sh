@@ -17,7 +17,7 @@ cargo auditable zigbuild --locked --release -p "$SERVICE" "${targets[@]/#/--targ
 # serve BIN [RUNNER]: starts BIN on free loopback ports; sets $pid and $port.
 serve() {
   port=$(free_port)
-  MIMALLOC_ARENA_EAGER_COMMIT=0 APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=$port APP__METRICS__HOST=127.0.0.1 \
+  APP__SERVER__HOST=127.0.0.1 APP__SERVER__PORT=$port APP__METRICS__HOST=127.0.0.1 \
     APP__METRICS__PORT=$(free_port) APP__SHUTDOWN__DRAIN_DELAY=0s "${@:2}" "$1" >/dev/null &
   pid=$!
 }
