@@ -20,6 +20,7 @@ use tower::util::MapResponseLayer;
 use crate::error::{ApiError, json_error_bodies};
 use crate::faults::Faults;
 use crate::routes::Endpoint;
+use crate::telemetry;
 pub use http_layer::HttpMetricLayer;
 use http_layer::SeriesTable;
 
@@ -46,6 +47,9 @@ pub fn route_label<B>(request: &http::Request<B>) -> &str {
 /// the recorder runs no upkeep by itself (the buffer grew 1.4 MiB/s under load). A short
 /// interval keeps that buffer, and so peak RSS, small; see docs/performance.md.
 const UPKEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Counted by the log sink (`telemetry`), read at each scrape.
+const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -93,6 +97,12 @@ impl Metrics {
         )
         .set(1.0);
 
+        metrics::describe_counter!(
+            LOG_LINES_DROPPED,
+            "Log lines dropped because stdout could not keep up or failed."
+        );
+        metrics::counter!(LOG_LINES_DROPPED).absolute(telemetry::dropped_log_lines());
+
         let upkeep = handle.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
@@ -133,6 +143,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         self.process.collect();
+        metrics::counter!(LOG_LINES_DROPPED).absolute(telemetry::dropped_log_lines());
         self.handle.render()
     }
 

@@ -173,7 +173,7 @@ impl<B> MakeSpan<B> for RequestSpan {
         let span = tracing::info_span!(
             target: REQUEST_LOG,
             "request",
-            method = %request.method(),
+            method = request.method().as_str(),
             route,
             path = request.uri().path(),
             request_id,

@@ -1,10 +1,15 @@
 //! Logging and traces.
 //!
-//! Logs: one JSON object per line on stdout (or a human format), filtered by `log.level`.
+//! Logs: one JSON object per line on stdout (`json`) or a human format, filtered by `log.level`,
+//! written in batches by a thread of their own (`sink`).
 //! Traces (opt-in): when `tracing.otlp_endpoint` is set, every span that passes the same filter
 //! is also exported over OTLP/HTTP, and requests join the trace of an incoming `traceparent`.
 //! When it is not set, no OpenTelemetry code runs at all: the layer is `None`.
 
+mod json;
+mod sink;
+
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -23,25 +28,63 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
+use json::JsonLines;
+use sink::LogSink;
 
 /// One export must not outlive the shutdown budget by much: a collector that is down delays
 /// exit by at most this (the batch processor drops spans rather than queueing without bound).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The process's log sink, once `init` has run (`/metrics` reads its dropped lines).
+static SINK: OnceLock<LogSink> = OnceLock::new();
+
+/// Log lines dropped since start because stdout could not keep up or failed (`sink`).
+pub fn dropped_log_lines() -> u64 {
+    SINK.get().map_or(0, LogSink::dropped)
+}
+
 /// What `init` set up and `shutdown` must flush.
-#[must_use = "call shutdown() before exit, or buffered spans are lost"]
+#[must_use = "call shutdown() before exit, or buffered spans and log lines are lost"]
 pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
+    sink: LogSink,
 }
 
 impl Telemetry {
-    /// Exports the spans still buffered. Call it after the runtime has stopped serving.
-    pub fn shutdown(self) {
-        if let Some(provider) = self.traces
+    /// Exports the spans still buffered, then writes the log lines still buffered. Call it
+    /// after the runtime has stopped serving; later lines are written directly.
+    pub fn shutdown(mut self) {
+        if let Some(provider) = self.traces.take()
             && let Err(error) = provider.shutdown_with_timeout(EXPORT_TIMEOUT)
         {
             tracing::warn!(%error, "could not flush the last spans");
         }
+    }
+}
+
+/// The buffered log lines are written however the process ends its `main`: `shutdown`, an
+/// early return on an error, or a panic that unwinds.
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.sink.close();
+    }
+}
+
+/// `tracing_subscriber::fmt`'s writer for the text format: it hands over each event whole.
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogSink {
+    type Writer = &'a LogSink;
+    fn make_writer(&'a self) -> Self::Writer {
+        self
+    }
+}
+
+impl std::io::Write for &LogSink {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.write_line(line);
+        Ok(line.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -60,20 +103,16 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
             .with_threads(false)
             .with_tracked_inactivity(false)
     });
+    let sink = LogSink::stdout().context("cannot start the log writer thread")?;
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match settings.log.format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
+        LogFormat::Json => registry.with(JsonLines::new(sink.clone())).try_init()?,
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(sink.clone()))
             .try_init()?,
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
     }
-    Ok(Telemetry { traces })
+    let _ = SINK.set(sink.clone());
+    Ok(Telemetry { traces, sink })
 }
 
 fn tracer_provider(settings: &TracingSettings) -> anyhow::Result<SdkTracerProvider> {
