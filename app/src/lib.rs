@@ -1,9 +1,10 @@
 //! A production template service: a small JSON API with readiness, metrics and graceful shutdown.
 //!
-//! Where things live: `settings` (config), `telemetry` (logs), `metrics`, `routes`, `error`,
-//! `extract` (extractors that reject with `error`), `shutdown`, `startup` (listeners, layers,
-//! serving), `connections` (the cap, connection metrics, closing at shutdown), `system_info` (the /info snapshot), `faults` (fault injection, off by default) and
-//! `healthcheck` (the image's HEALTHCHECK client).
+//! Where things live: `settings` (config), `telemetry` (logs), `request_log` (a request's span
+//! and log line), `metrics`, `routes`, `error`, `extract` (extractors that reject with `error`),
+//! `shutdown`, `startup` (listeners, layers, serving), `connections` (the cap, connection
+//! metrics, closing at shutdown), `system_info` (the /info snapshot), `faults` (fault injection,
+//! off by default) and `healthcheck` (the image's HEALTHCHECK client).
 
 pub mod body;
 pub mod connections;
@@ -12,6 +13,7 @@ pub mod extract;
 pub mod faults;
 pub mod healthcheck;
 pub mod metrics;
+pub mod request_log;
 pub mod routes;
 pub mod settings;
 pub mod shutdown;

@@ -2,12 +2,11 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::response::IntoResponse;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
@@ -17,27 +16,17 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{MakeSpan, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
-use tracing::field::{Empty, display};
-use tracing::{Level, Span};
 
 use crate::body::ReadBodyLayer;
 use crate::connections::{self, Received, Serve};
 use crate::error::{ApiError, json_error_bodies, panic_response};
-use crate::faults::{Faults, InjectedError};
-use crate::metrics::{HttpMetricLayer, Metrics, UNMATCHED, route_label};
+use crate::faults::Faults;
+use crate::metrics::{HttpMetricLayer, Metrics};
+use crate::request_log::{REQUEST_ID, RequestLogLayer};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
-use crate::shutdown::{Draining, Readiness};
-use crate::telemetry;
-
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The log target of the one-line-per-request log, so it can be filtered on its own
-/// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests): the crate's name,
-/// then `::http`.
-const REQUEST_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::http");
+use crate::shutdown::Readiness;
 
 /// The whole API: routes plus layers, listed in the order a request meets them.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost. The faults
@@ -80,15 +69,7 @@ pub fn app_with_faults(
             // client's own if it is usable, else a generated one.
             .map_request(drop_unusable_request_id)
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(RequestSpan {
-                        traces: settings.tracing.enabled(),
-                    })
-                    .on_request(())
-                    .on_response(log_response)
-                    .on_failure(()),
-            )
+            .layer(RequestLogLayer::new(settings.tracing.enabled()))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
@@ -152,65 +133,6 @@ fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
         request.headers_mut().remove(&REQUEST_ID);
     }
     request
-}
-
-/// The span of one request, which its log line reports. With traces on, it also continues the
-/// caller's W3C trace (`traceparent`) and names itself after the route, as OpenTelemetry's
-/// HTTP conventions ask. With traces off those fields stay empty, and log lines skip them.
-#[derive(Clone, Copy)]
-struct RequestSpan {
-    traces: bool,
-}
-
-impl<B> MakeSpan<B> for RequestSpan {
-    fn make_span(&mut self, request: &http::Request<B>) -> Span {
-        let route = route_label(request);
-        let request_id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let span = tracing::info_span!(
-            target: REQUEST_LOG,
-            "request",
-            method = request.method().as_str(),
-            route,
-            path = request.uri().path(),
-            request_id,
-            fault = Empty,
-            fault_delay_ms = Empty,
-            trace_id = Empty,
-            otel.name = Empty,
-            otel.kind = Empty,
-        );
-        if self.traces {
-            let method = request.method();
-            if route == UNMATCHED {
-                span.record("otel.name", display(method));
-            } else {
-                span.record("otel.name", display(format_args!("{method} {route}")));
-            }
-            span.record("otel.kind", "server");
-            telemetry::continue_trace(&span, request.headers());
-        }
-        span
-    }
-}
-
-fn log_response<B>(response: &http::Response<B>, latency: Duration, _span: &Span) {
-    let status = response.status().as_u16();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    if response.extensions().get::<InjectedError>().is_some() {
-        // Counted as an error by the metrics, as intended; the log says it was not a real one.
-        tracing::event!(target: REQUEST_LOG, Level::WARN, status, latency_ms, "request failed: injected fault");
-    } else if response.extensions().get::<Draining>().is_some() {
-        // `/ready` answering 503 while the instance drains: intended, not a failure.
-        tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed: draining");
-    } else if response.status().is_server_error() {
-        tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "request failed");
-    } else {
-        tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed");
-    }
 }
 
 /// While draining, every response asks the client to close its keep-alive connection, so

@@ -24,6 +24,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -90,7 +91,7 @@ impl std::io::Write for &LogSink {
 
 /// Installs the global subscriber. `log.level` and `tracing.*` were validated with the settings.
 pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_new(&settings.log.level)?;
+    let (targets, spans) = filter(&settings.log.level)?;
     let traces = settings
         .tracing
         .enabled()
@@ -104,7 +105,10 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
             .with_tracked_inactivity(false)
     });
     let sink = LogSink::stdout().context("cannot start the log writer thread")?;
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry()
+        .with(targets)
+        .with(spans)
+        .with(otel);
     match settings.log.format {
         LogFormat::Json => registry.with(JsonLines::new(sink.clone())).try_init()?,
         LogFormat::Text => registry
@@ -113,6 +117,18 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     }
     let _ = SINK.set(sink.clone());
     Ok(Telemetry { traces, sink })
+}
+
+/// The filter of `log.level`. `EnvFilter` looks each span up in a locked table on every enter
+/// and exit of every span (a request's span is entered at each poll), which only directives on
+/// span fields (`target[span{field=value}]=level`) need; any other filter is a `Targets`, which
+/// decides once per call site and takes the same `target=level` directives.
+fn filter(level: &str) -> anyhow::Result<(Option<Targets>, Option<EnvFilter>)> {
+    if level.contains('[') {
+        return Ok((None, Some(EnvFilter::try_new(level)?)));
+    }
+    let directives: Vec<&str> = level.split(',').filter(|d| !d.is_empty()).collect();
+    Ok((Some(directives.join(",").parse()?), None))
 }
 
 fn tracer_provider(settings: &TracingSettings) -> anyhow::Result<SdkTracerProvider> {
@@ -144,4 +160,71 @@ pub fn continue_trace(span: &Span, headers: &http::HeaderMap) {
     let _ = span.set_parent(parent);
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::layer::{Context, Layer};
+
+    use super::*;
+
+    /// The (target, level) of every event that reaches it.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<String>>>);
+
+    impl<S: Subscriber> Layer<S> for Seen {
+        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+            let meta = event.metadata();
+            let seen = format!("{} {}", meta.target(), meta.level());
+            self.0.lock().unwrap().push(seen);
+        }
+    }
+
+    fn seen(targets: Option<Targets>, spans: Option<EnvFilter>) -> Vec<String> {
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(targets)
+            .with(spans)
+            .with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "backend::http", "");
+            tracing::info!(target: "backend::http", "");
+            tracing::warn!(target: "backend::http", "");
+            tracing::info!(target: "backend::startup", "");
+            tracing::debug!(target: "backend::startup", "");
+            tracing::info!(target: "hyper::proto", "");
+            tracing::warn!(target: "hyper::proto", "");
+            tracing::error!(target: "other", "");
+        });
+        seen.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_filter_without_span_directives_passes_what_env_filter_passes() {
+        for level in [
+            "info",
+            "WARN",
+            "off",
+            "trace",
+            "info,",
+            "info,backend::http=warn",
+            "warn,backend::startup=info",
+            "debug,hyper=warn",
+            "error,backend=debug,backend::http=off",
+        ] {
+            let (targets, spans) = filter(level).unwrap();
+            assert!(targets.is_some() && spans.is_none(), "{level}");
+            let env = EnvFilter::try_new(level).unwrap();
+            assert_eq!(seen(targets, None), seen(None, Some(env)), "{level}");
+        }
+    }
+
+    #[test]
+    fn a_span_directive_keeps_env_filter() {
+        let (targets, spans) = filter("info,backend[request{route=/x}]=debug").unwrap();
+        assert!(targets.is_none() && spans.is_some());
+    }
 }
