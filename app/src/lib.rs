@@ -1,10 +1,11 @@
 //! A production template service: a small JSON API with readiness, metrics and graceful shutdown.
 //!
-//! Where things live: `settings` (config), `telemetry` (logs), `request_log` (a request's span
-//! and log line), `metrics`, `routes`, `error`, `extract` (extractors that reject with `error`),
-//! `shutdown`, `startup` (listeners, layers, serving), `connections` (the cap, connection
-//! metrics, closing at shutdown), `system_info` (the /info snapshot), `faults` (fault injection,
-//! off by default) and `healthcheck` (the image's HEALTHCHECK client).
+//! Where things live: `settings` (config), `telemetry` (logs), `request_log` (a request's id,
+//! span and log line), `metrics`, `routes`, `error`, `extract` (extractors that reject with
+//! `error`), `shutdown`, `startup` (listeners, layers, serving), `timeout` (the request timeout),
+//! `connections` (the cap, connection metrics, closing at shutdown), `system_info` (the /info
+//! snapshot), `faults` (fault injection, off by default) and `healthcheck` (the image's
+//! HEALTHCHECK client).
 
 pub mod body;
 pub mod connections;
@@ -20,3 +21,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod system_info;
 pub mod telemetry;
+pub mod timeout;

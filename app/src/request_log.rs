@@ -1,20 +1,23 @@
-//! One span and one log line per request.
+//! A request's identity: its id, one span and one log line.
 //!
-//! The span carries the request's fields (method, route, path, request id, and with traces on
+//! The id is the client's `x-request-id` when it is usable, else a generated UUID v4; the
+//! request's handlers see it in that header, and the response echoes it. The span carries the request's fields (method, route, path, request id, and with traces on
 //! the trace id); every event logged while the request is handled reports them, and with
 //! traces on it is exported as the request's server span. The line is written when the
 //! response head is ready, with its status and latency.
 //!
 //! In place of tower-http's `TraceLayer`, which does the same and also wraps every response
-//! body to enter the span at each of its polls: nothing is logged while a body is written, and
-//! the wrapper and those enters were ~10% of a request's user-space work (docs/performance.md).
+//! body to enter the span at each of its polls (nothing is logged while a body is written), and
+//! of its request-id layers, which also store the id in the request's and the response's
+//! extensions, allocating a map for each: together ~15% of a request's user-space work
+//! (docs/performance.md).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use http::{HeaderName, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tracing::field::{Empty, display};
 use tracing::{Level, Span};
@@ -32,7 +35,7 @@ pub const REQUEST_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::http");
 /// The request id's header: set or kept by `startup`'s layers, echoed on the response, logged.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Spans and logs each request; outside the request id (it logs the id in force).
+/// Identifies, spans and logs each request.
 #[derive(Clone, Copy)]
 pub struct RequestLogLayer {
     traces: bool,
@@ -75,11 +78,17 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = request_span(&request, self.traces);
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let id = request_id(&mut request);
+        let span = request_span(&request, &id, self.traces);
         let start = Instant::now();
         let inner = span.in_scope(|| self.inner.call(request));
-        Logged { inner, span, start }
+        Logged {
+            inner,
+            span,
+            start,
+            id: Some(id),
+        }
     }
 }
 
@@ -90,6 +99,7 @@ pin_project_lite::pin_project! {
         inner: F,
         span: Span,
         start: Instant,
+        id: Option<HeaderValue>,
     }
 }
 
@@ -102,24 +112,48 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
-        let result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
+        let mut result = ready!(this.inner.poll(cx));
+        if let Ok(response) = &mut result {
             log_response(response, this.start.elapsed().as_secs_f64() * 1000.0);
+            if let Some(id) = this.id.take() {
+                response.headers_mut().insert(REQUEST_ID, id);
+            }
         }
         Poll::Ready(result)
     }
 }
 
+/// The longest `x-request-id` a client may choose: a UUID is 36, a W3C trace id 32.
+const REQUEST_ID_MAX_LEN: usize = 128;
+
+/// The request's id: the client's `x-request-id` if it is one value of 1 to `REQUEST_ID_MAX_LEN`
+/// visible ASCII characters (`!` to `~`), else a generated UUID v4, which replaces it in the
+/// request. The id is echoed on the response and written in the log line: a 15 kB one, an empty
+/// one, or one with non-ASCII bytes (logged as `""`) or control characters correlates nothing.
+fn request_id<B>(request: &mut Request<B>) -> HeaderValue {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    if let (Some(id), None) = (ids.next(), ids.next()) {
+        let bytes = id.as_bytes();
+        if (1..=REQUEST_ID_MAX_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
+        {
+            return id.clone();
+        }
+    }
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
+    // `insert` replaces every value the client sent.
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    id
+}
+
 /// The span of one request, which its log line reports. With traces on, it also continues the
 /// caller's W3C trace (`traceparent`) and names itself after the route, as OpenTelemetry's
 /// HTTP conventions ask. With traces off those fields stay empty, and log lines skip them.
-fn request_span<B>(request: &Request<B>, traces: bool) -> Span {
+fn request_span<B>(request: &Request<B>, id: &HeaderValue, traces: bool) -> Span {
     let route = route_label(request);
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    // Visible ASCII, as `request_id` made sure.
+    let request_id = id.to_str().unwrap_or_default();
     let span = tracing::info_span!(
         target: REQUEST_LOG,
         "request",

@@ -14,8 +14,6 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::body::ReadBodyLayer;
@@ -27,6 +25,7 @@ use crate::request_log::{REQUEST_ID, RequestLogLayer};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
 use crate::shutdown::Readiness;
+use crate::timeout::RequestTimeoutLayer;
 
 /// The whole API: routes plus layers, listed in the order a request meets them.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost. The faults
@@ -65,12 +64,9 @@ pub fn app_with_faults(
     // One `Router::layer` call: each call adds a boxed service that every request clones.
     routes.layer(
         ServiceBuilder::new()
-            // Every request gets an id first, and its one log line spans everything below: the
-            // client's own if it is usable, else a generated one.
-            .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            // Every request gets an id first (the client's own if it is usable, else a
+            // generated one), echoed on its response; its span and log line cover all below.
             .layer(RequestLogLayer::new(settings.tracing.enabled()))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
             .option_layer(metrics)
@@ -79,10 +75,7 @@ pub fn app_with_faults(
             .layer(CatchPanicLayer::custom(panic_response))
             .map_response(json_error_bodies)
             .option_layer(cors_layer(&settings.cors))
-            .layer(TimeoutLayer::with_status_code(
-                http::StatusCode::GATEWAY_TIMEOUT,
-                server.request_timeout,
-            ))
+            .layer(RequestTimeoutLayer::new(server.request_timeout))
             // Inside the timeout: a body sent too slowly gets 504 like a slow handler.
             .layer(ReadBodyLayer {
                 limit: server.body_limit_bytes,
@@ -110,29 +103,6 @@ fn one_host<B>(request: &mut Request<B>) -> Result<(), Response<axum::body::Body
         )
         .into_response()),
     }
-}
-
-/// The longest `x-request-id` a client may choose: a UUID is 36, a W3C trace id 32.
-const REQUEST_ID_MAX_LEN: usize = 128;
-
-/// Removes a client's `x-request-id` that is not one value of 1 to `REQUEST_ID_MAX_LEN` visible
-/// ASCII characters (`!` to `~`), so `SetRequestId` generates one instead. The id is echoed on the
-/// response and written in the request's log line: a 15 kB one, an empty one, or one with
-/// non-ASCII bytes (logged as `""`) or control characters correlates nothing.
-fn drop_unusable_request_id<B>(mut request: Request<B>) -> Request<B> {
-    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
-    let usable = match (ids.next(), ids.next()) {
-        (None, _) => return request,
-        (Some(id), None) => {
-            let id = id.as_bytes();
-            (1..=REQUEST_ID_MAX_LEN).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
-        }
-        (Some(_), Some(_)) => false,
-    };
-    if !usable {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
-    request
 }
 
 /// While draining, every response asks the client to close its keep-alive connection, so
