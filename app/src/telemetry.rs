@@ -213,7 +213,7 @@ mod tests {
             "info,backend::http=warn",
             "warn,backend::startup=info",
             "debug,hyper=warn",
-            "error,backend=debug,backend::http=off",
+            "error,backend::startup=debug,backend::http=off",
         ] {
             let (targets, spans) = filter(level).unwrap();
             assert!(targets.is_some() && spans.is_none(), "{level}");

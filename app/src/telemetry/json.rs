@@ -13,9 +13,10 @@
 //! encoded once, when recorded, and an event is written into a reused buffer (docs/performance.md).
 //! Strings are escaped by serde_json, so a line stays valid JSON whatever a client sends.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::ops::Range;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -121,20 +122,25 @@ impl<F: Fields> Visit for Visitor<'_, F> {
 }
 
 /// A JSON string: quoted, and escaped by serde_json when it holds a control character, a quote
-/// or a backslash. Most values (routes, ids, messages) hold none and are copied as they are.
+/// or a backslash. Most values (routes, ids, messages, names) hold none and are copied as they
+/// are.
 fn string(out: &mut Vec<u8>, value: &str) {
-    // Without an early exit, so the compiler checks many bytes at once.
-    let plain = !value.bytes().fold(false, |escape, b| {
-        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
+    if needs_escape(value.as_bytes()) {
+        serde_json::to_writer(out, value).expect("writing to a Vec cannot fail");
+    } else {
         out.reserve(value.len() + 2);
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
-    } else {
-        serde_json::to_writer(out, value).expect("writing to a Vec cannot fail");
     }
+}
+
+/// Whether `bytes` holds a byte JSON must escape: below 0x20, `"` or `\`. Without an early
+/// exit, so the compiler may check several bytes at once.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |escape, &b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 /// A number or bool; serde_json writes a float that is not finite as `null`.
@@ -151,39 +157,65 @@ fn display(out: &mut Vec<u8>, value: &dyn fmt::Display) {
 }
 
 thread_local! {
-    /// Scratch space for formatting a value before it is escaped.
-    static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
     /// The line being written.
     static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A formatted value as a JSON string. A message with no arguments needs no formatting.
+/// A formatted value as a JSON string, escaped as it is written.
 fn formatted(out: &mut Vec<u8>, args: fmt::Arguments<'_>) {
-    if let Some(text) = args.as_str() {
-        return string(out, text);
-    }
-    // A value whose Debug impl logs would find the scratch space in use: give it its own.
-    let reused = TEXT.try_with(|text| {
-        let Ok(mut text) = text.try_borrow_mut() else {
-            return false;
-        };
-        text.clear();
-        let _ = text.write_fmt(args);
-        string(out, &text);
-        text.shrink_to(1024);
-        true
-    });
-    if reused != Ok(true) {
-        string(out, &args.to_string());
+    out.push(b'"');
+    let _ = Escaped(out).write_fmt(args);
+    out.push(b'"');
+}
+
+/// The inside of a JSON string: what is written to it, escaped.
+struct Escaped<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if needs_escape(text.as_bytes()) {
+            // serde_json escapes it as a whole string: keep what is between the quotes.
+            let quoted = serde_json::to_string(text).map_err(|_| fmt::Error)?;
+            self.0
+                .extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+        } else {
+            self.0.extend_from_slice(text.as_bytes());
+        }
+        Ok(())
     }
 }
 
-/// `2026-11-26T23:34:32.096486Z`: UTC, microseconds, as before.
+/// `"2026-11-26T23:34:32.096486Z"`: UTC, microseconds, as before.
 fn timestamp(out: &mut Vec<u8>) {
-    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+    timestamp_at(out, SystemTime::now());
+}
+
+thread_local! {
+    /// The whole second last written by this thread, and its `2026-11-26T23:34:32`: formatting
+    /// the date and time cost more than the rest of a request's line.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+fn timestamp_at(out: &mut Vec<u8>, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (second, mut text) = SECOND.get();
+    if second != since.as_secs() {
+        let whole = UNIX_EPOCH + Duration::from_secs(since.as_secs());
+        let formatted = humantime::format_rfc3339_seconds(whole).to_string();
+        text.copy_from_slice(&formatted.as_bytes()[..19]);
+        SECOND.set((since.as_secs(), text));
+    }
+    let mut micros = [b'0'; 6];
+    let mut rest = since.subsec_micros();
+    for digit in micros.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
     out.push(b'"');
-    let _ = std::io::Write::write_fmt(out, format_args!("{now}"));
-    out.push(b'"');
+    out.extend_from_slice(&text);
+    out.push(b'.');
+    out.extend_from_slice(&micros);
+    out.extend_from_slice(b"Z\"");
 }
 
 impl<S> Layer<S> for JsonLines
@@ -239,9 +271,9 @@ impl JsonLines {
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         line.extend_from_slice(b"{\"timestamp\":");
         timestamp(line);
-        line.extend_from_slice(b",\"level\":");
-        string(line, meta.level().as_str());
-        line.push(b',');
+        line.extend_from_slice(b",\"level\":\"");
+        line.extend_from_slice(meta.level().as_str().as_bytes());
+        line.extend_from_slice(b"\",");
         event.record(&mut Visitor(&mut EventFields(line)));
         line.extend_from_slice(b"\"target\":");
         string(line, meta.target());
@@ -351,6 +383,30 @@ mod tests {
         assert_eq!(line["span"]["id"], format!("{nasty:?}"));
         assert_eq!(line["header"], nasty);
         assert_eq!(line["message"], format!("saw {nasty}"));
+    }
+
+    #[test]
+    fn timestamps_read_as_humantime_writes_them() {
+        // Second boundaries, a leap day, the epoch, and times read out of order.
+        let seconds = [
+            0,
+            59,
+            60,
+            951_782_399,
+            951_782_400,
+            1_798_761_599,
+            1_798_761_600,
+            60,
+        ];
+        for second in seconds {
+            for micros in [0, 1, 999_999, 123_456] {
+                let time = UNIX_EPOCH + Duration::new(second, micros * 1_000 + 999);
+                let mut out = Vec::new();
+                timestamp_at(&mut out, time);
+                let expected = format!("\"{}\"", humantime::format_rfc3339_micros(time));
+                assert_eq!(String::from_utf8(out).unwrap(), expected);
+            }
+        }
     }
 
     #[test]
