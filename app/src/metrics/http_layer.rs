@@ -14,9 +14,8 @@
 //! would return. `PrometheusBuilder::idle_timeout` would break that (an evicted metric's handle
 //! would keep counting into storage nothing renders): do not set it without removing this cache.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum_prometheus::lifecycle::layer::LifeCycleLayer;
@@ -24,9 +23,12 @@ use axum_prometheus::lifecycle::{Callbacks, OnBodyChunk};
 use axum_prometheus::{
     AXUM_HTTP_REQUESTS_DURATION_SECONDS, AXUM_HTTP_REQUESTS_PENDING, AXUM_HTTP_REQUESTS_TOTAL,
 };
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use http::{Method, Request, Response};
 use metrics::{Counter, Gauge, Histogram};
+// The exporter's own clock (it stamps every histogram sample with it): a TSC read, where
+// `std::time::Instant` is a clock_gettime call.
+use quanta::Instant;
 use tower_http::classify::{ClassifiedResponse, ServerErrorsAsFailures, SharedClassifier};
 
 use super::{UNMATCHED, route_label};
@@ -208,7 +210,9 @@ fn labels(method: &'static str, status: u16, endpoint: &str) -> [(&'static str, 
 /// endpoints are the router's templates plus `unmatched`, never a raw path.
 #[derive(Default)]
 pub struct SeriesTable {
-    hasher: RandomState,
+    /// foldhash, not SipHash: the keys are route templates and method names, which clients
+    /// cannot choose, and SipHash was a quarter of the layer's cost.
+    hasher: DefaultHashBuilder,
     // Read-mostly: after the first request of each pair every lookup is a hit.
     series: RwLock<HashTable<&'static Series>>,
 }
