@@ -20,7 +20,7 @@ use std::time::Duration;
 /// How long the first line of a batch may wait for others: the delay before a line is visible.
 pub const BATCH_DELAY: Duration = Duration::from_millis(10);
 /// Waiting bytes that start a write without waiting for `BATCH_DELAY`.
-const HIGH_WATER: usize = 64 * 1024;
+const HIGH_WATER: usize = 16 * 1024;
 /// Waiting bytes beyond which lines are dropped: the output has stalled.
 pub const MAX_PENDING: usize = 1024 * 1024;
 
