@@ -219,7 +219,8 @@ pub struct SeriesTable {
 
 impl SeriesTable {
     fn get(&self, method: &'static str, endpoint: &str) -> &'static Series {
-        let hash = self.hasher.hash_one((method, endpoint));
+        // By route only: a route has a handful of methods, told apart by `matches`.
+        let hash = self.hasher.hash_one(endpoint);
         let matches =
             |series: &&'static Series| series.method == method && &*series.endpoint == endpoint;
         let table = self.series.read().unwrap_or_else(PoisonError::into_inner);
@@ -229,8 +230,7 @@ impl SeriesTable {
         drop(table);
 
         let mut table = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        let rehash =
-            |series: &&'static Series| self.hasher.hash_one((series.method, &*series.endpoint));
+        let rehash = |series: &&'static Series| self.hasher.hash_one(&*series.endpoint);
         let entry = table
             .entry(hash, matches, rehash)
             .or_insert_with(|| Box::leak(Box::new(Series::new(method, endpoint))));
