@@ -248,11 +248,15 @@ class Dns:
         self.dir.chmod(0o755)
         self.procs = procs
 
-    def start(self) -> None:
+    def start(self, as_root: bool = False) -> None:
+        """`as_root`: the services run as root because the run's files are not reachable by
+        other users (a clone under /root or in a 0700 directory); dnsmasq then must not drop
+        to `nobody` either, or it cannot read its hosts directory and answers NXDOMAIN."""
+        user = ["--user=root", "--group=root"] if as_root else ["--user=nobody", "--group=nogroup"]
         self.procs.start("dnsmasq", [
             "dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv", "--no-hosts",
             "--no-poll", f"--hostsdir={self.dir}", f"--listen-address={DNS_IP}", "--bind-interfaces",
-            "--port=53", "--local=/#/", "--user=nobody", "--group=nogroup", "--pid-file=",
+            "--port=53", "--local=/#/", *user, "--pid-file=",
             "--log-facility=-", "--log-queries", "--local-ttl=0",
         ])
 

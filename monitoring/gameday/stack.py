@@ -770,7 +770,7 @@ def main() -> int:
     try:
         if overrides:
             stack.check(False, "the repository's files are used", f"development overrides: {args.override}")
-        stack.dns.start()
+        stack.dns.start(as_root=stack.as_root)
         stack.check(wait_until(lambda: dig("localhost-probe")[0] == "NXDOMAIN", 5, 0.1) is not None,
                     f"dnsmasq answers on {DNS_IP}:53 (an unknown name is NXDOMAIN, not REFUSED or forwarded)",
                     stack.procs.tail("dnsmasq"))

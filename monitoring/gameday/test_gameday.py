@@ -7,6 +7,7 @@ line only. scripts/gameday.sh runs them before the stacks:
 
 from __future__ import annotations
 
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -96,6 +97,19 @@ class Compose(unittest.TestCase):
         self.assertEqual(len(original), len(body))
         self.assertEqual(diff, [("    listen 4000;", "    listen 127.0.0.5:4000;")])
         self.assertIn("resolver 127.0.0.11", derived)
+
+    def test_dnsmasq_runs_as_root_when_the_services_do(self):
+        # A clone under /root or in a 0700 directory: dnsmasq dropping to `nobody` could not
+        # read its hosts directory and answered NXDOMAIN for every service (seen in a clean
+        # clone from `mktemp -d`).
+        class Recorded:
+            def start(self, name, argv, **_):
+                self.argv = argv
+        with tempfile.TemporaryDirectory() as tmp:
+            for as_root, user in ((True, "--user=root"), (False, "--user=nobody")):
+                procs = Recorded()
+                components.Dns(Path(tmp), procs).start(as_root=as_root)
+                self.assertIn(user, procs.argv)
 
 
 if __name__ == "__main__":
