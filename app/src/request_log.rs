@@ -1,9 +1,10 @@
 //! A request's identity: its id, one span and one log line.
 //!
 //! The id is the client's `x-request-id` when it is usable, else a generated UUID v4; the
-//! request's handlers see it in that header, and the response echoes it. The span carries the request's fields (method, route, path, request id, and with traces on
-//! the trace id); every event logged while the request is handled reports them, and with
-//! traces on it is exported as the request's server span. The line is written when the
+//! request's handlers see it in that header, and the response echoes it. The span carries the
+//! request's fields (method, route, path, request id, and with traces on the trace id); every
+//! event logged while the request is handled reports them, and with traces on it is exported as
+//! the request's server span. The line is written when the
 //! response head is ready, with its status and latency.
 //!
 //! In place of tower-http's `TraceLayer`, which does the same and also wraps every response
@@ -18,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use tower::{Layer, Service};
+use tower::Service;
 use tracing::field::{Empty, display};
 use tracing::{Level, Span};
 
@@ -32,38 +33,22 @@ use crate::telemetry;
 /// then `::http`.
 pub const REQUEST_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::http");
 
-/// The request id's header: set or kept by `startup`'s layers, echoed on the response, logged.
+/// The request id's header: kept or replaced by `request_id`, echoed on the response, logged.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Identifies, spans and logs each request.
-#[derive(Clone, Copy)]
-pub struct RequestLogLayer {
-    traces: bool,
-}
-
-impl RequestLogLayer {
-    /// `traces`: whether spans are exported (`tracing.otlp_endpoint`), and so need the
-    /// OpenTelemetry fields and the caller's trace context.
-    pub fn new(traces: bool) -> Self {
-        Self { traces }
-    }
-}
-
-impl<S> Layer<S> for RequestLogLayer {
-    type Service = RequestLog<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestLog {
-            inner,
-            traces: self.traces,
-        }
-    }
-}
-
+/// Identifies, spans and logs each request (a layer: `tower::layer::layer_fn(RequestLog::new)`).
 #[derive(Clone)]
 pub struct RequestLog<S> {
     inner: S,
     traces: bool,
+}
+
+impl<S> RequestLog<S> {
+    /// `traces`: whether spans are exported (`tracing.otlp_endpoint`), and so need the
+    /// OpenTelemetry fields and the caller's trace context.
+    pub fn new(inner: S, traces: bool) -> Self {
+        Self { inner, traces }
+    }
 }
 
 impl<S, B, ResBody> Service<Request<B>> for RequestLog<S>

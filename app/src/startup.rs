@@ -12,6 +12,7 @@ use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
+use tower::layer::layer_fn;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
@@ -21,11 +22,11 @@ use crate::connections::{self, Received, Serve};
 use crate::error::{ApiError, json_error_bodies, panic_response};
 use crate::faults::Faults;
 use crate::metrics::{HttpMetricLayer, Metrics};
-use crate::request_log::{REQUEST_ID, RequestLogLayer};
+use crate::request_log::{REQUEST_ID, RequestLog};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
 use crate::shutdown::Readiness;
-use crate::timeout::RequestTimeoutLayer;
+use crate::timeout::RequestTimeout;
 
 /// The whole API: routes plus layers, listed in the order a request meets them.
 /// `metrics` is `None` only for benchmarks that measure the metrics layer's cost. The faults
@@ -54,6 +55,7 @@ pub fn app_with_faults(
     faults: Faults,
 ) -> Router {
     let server = &settings.server;
+    let (traces, timeout) = (settings.tracing.enabled(), server.request_timeout);
     // The metrics layer is optional (benchmarks measure its cost), so the services on both
     // sides of it answer plain `Response`s; an optional layer must not change the types.
     let metrics = metrics.map(|layer| {
@@ -66,7 +68,7 @@ pub fn app_with_faults(
         ServiceBuilder::new()
             // Every request gets an id first (the client's own if it is usable, else a
             // generated one), echoed on its response; its span and log line cover all below.
-            .layer(RequestLogLayer::new(settings.tracing.enabled()))
+            .layer(layer_fn(move |inner| RequestLog::new(inner, traces)))
             .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
             .option_layer(metrics)
@@ -75,7 +77,7 @@ pub fn app_with_faults(
             .layer(CatchPanicLayer::custom(panic_response))
             .map_response(json_error_bodies)
             .option_layer(cors_layer(&settings.cors))
-            .layer(RequestTimeoutLayer::new(server.request_timeout))
+            .layer(layer_fn(move |inner| RequestTimeout::new(inner, timeout)))
             // Inside the timeout: a body sent too slowly gets 504 like a slow handler.
             .layer(ReadBodyLayer {
                 limit: server.body_limit_bytes,

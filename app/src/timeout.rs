@@ -13,34 +13,20 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tokio::time::{Instant, Sleep};
-use tower::{Layer, Service};
+use tower::Service;
 
-#[derive(Clone, Copy)]
-pub struct RequestTimeoutLayer {
-    timeout: Duration,
-}
-
-impl RequestTimeoutLayer {
-    pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
-    }
-}
-
-impl<S> Layer<S> for RequestTimeoutLayer {
-    type Service = RequestTimeout<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestTimeout {
-            inner,
-            timeout: self.timeout,
-        }
-    }
-}
-
+/// `504` for a request not answered within `timeout` (a layer:
+/// `tower::layer::layer_fn(|inner| RequestTimeout::new(inner, timeout))`).
 #[derive(Clone)]
 pub struct RequestTimeout<S> {
     inner: S,
     timeout: Duration,
+}
+
+impl<S> RequestTimeout<S> {
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
 }
 
 impl<S, B, ResBody> Service<Request<B>> for RequestTimeout<S>
@@ -122,7 +108,7 @@ mod tests {
     }
 
     async fn status(timeout: Duration, delay: Duration) -> StatusCode {
-        let service = RequestTimeoutLayer::new(timeout).layer(answers_after(delay));
+        let service = RequestTimeout::new(answers_after(delay), timeout);
         let response = service.oneshot(Request::new(())).await.unwrap();
         response.status()
     }
@@ -148,8 +134,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_deadline_counts_from_the_start_not_from_the_first_wait() {
-        let mut service = RequestTimeoutLayer::new(Duration::from_secs(2))
-            .layer(answers_after(Duration::from_secs(60)));
+        let mut service = RequestTimeout::new(
+            answers_after(Duration::from_secs(60)),
+            Duration::from_secs(2),
+        );
         let future = service.call(Request::new(()));
         // Time passes before the request is first polled (a busy worker).
         tokio::time::advance(Duration::from_millis(1_500)).await;

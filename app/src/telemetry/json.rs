@@ -40,7 +40,6 @@ impl JsonLines {
 
 /// A span's fields, each encoded as JSON once. A field recorded again gets a new value (its
 /// old bytes stay unused in `json`), so every name appears once in a line.
-#[derive(Default)]
 struct SpanFields {
     json: Vec<u8>,
     fields: Vec<(&'static str, Range<usize>)>,
