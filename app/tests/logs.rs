@@ -46,6 +46,38 @@ async fn every_request_line_is_written_whole_by_the_exit() {
     );
 }
 
+/// docs/contract.md: a killed process loses at most the last ~10 ms of lines (the batch delay).
+#[tokio::test]
+async fn a_killed_process_has_written_every_line_older_than_the_batch_delay() {
+    // Arrange
+    let process = spawn_process(&[]).await;
+    let client = reqwest::Client::new();
+    let sent = 500;
+    for _ in 0..sent {
+        client
+            .get(process.url("/api/v1/health"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // Act: well past the batch delay, then no chance to flush anything.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    process.signal(Signal::SIGKILL);
+    let (status, logs) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert
+    assert!(!status.success(), "killed: {status}");
+    let requests = logs
+        .iter()
+        .filter(|l| l.contains(&format!("\"target\":\"{}\"", log_target("http"))))
+        .count();
+    assert_eq!(
+        requests, sent,
+        "every line older than the batch delay was written"
+    );
+}
+
 #[tokio::test]
 async fn a_stdout_nobody_reads_drops_counted_lines_and_never_stalls_a_request() {
     // Arrange: read stdout up to the "listening" line, then stop reading: the pipe fills
