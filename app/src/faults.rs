@@ -33,6 +33,7 @@ use tracing::Level;
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::settings::{FaultSettings, SettingsError};
+use crate::telemetry;
 
 /// Counts every injected fault, by `kind` (`error` or `latency`) and `endpoint` (the route
 /// template: bounded, like the HTTP metrics' label).
@@ -193,14 +194,13 @@ impl<S> FaultService<S> {
             return None;
         }
         // Counted and marked when drawn: a delayed request cut by the timeout still counts.
-        let span = tracing::Span::current();
         let count = |kind: &'static str| {
             metrics::counter!(FAULTS_INJECTED_TOTAL, "kind" => kind, "endpoint" => route.to_owned())
                 .increment(1);
         };
         if let Some(delay) = delay {
             count("latency");
-            span.record("fault_delay_ms", delay.as_millis() as u64);
+            telemetry::record("fault_delay_ms", delay.as_millis() as u64);
         }
         if error.is_some() {
             count("error");
@@ -210,7 +210,7 @@ impl<S> FaultService<S> {
             (Some(_), None) => "latency",
             _ => "error",
         };
-        span.record("fault", kind);
+        telemetry::record("fault", kind);
         Some(Fault { delay, error })
     }
 }

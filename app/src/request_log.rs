@@ -1,11 +1,12 @@
-//! A request's identity: its id, one span and one log line.
+//! A request's identity: its id, its fields and one log line.
 //!
 //! The id is the client's `x-request-id` when it is usable, else a generated UUID v4; the
-//! request's handlers see it in that header, and the response echoes it. The span carries the
-//! request's fields (method, route, path, request id, and with traces on the trace id); every
-//! event logged while the request is handled reports them, and with traces on it is exported as
-//! the request's server span. The line is written when the
-//! response head is ready, with its status and latency.
+//! request's handlers see it in that header, and the response echoes it. The request's fields
+//! (method, route, path, request id, and with traces on the trace id) are on every event logged
+//! while it is handled. They live in a tracing span when something needs one (traces, which
+//! export it as the request's server span; see `telemetry::request_spans`), else in the cheaper
+//! `RequestFields` that the JSON lines read. The line is written when the response head is
+//! ready, with its status and latency.
 //!
 //! In place of tower-http's `TraceLayer`, which does the same and also wraps every response
 //! body to enter the span at each of its polls (nothing is logged while a body is written), and
@@ -26,7 +27,7 @@ use tracing::{Level, Span};
 use crate::faults::InjectedError;
 use crate::metrics::{UNMATCHED, route_label};
 use crate::shutdown::Draining;
-use crate::telemetry;
+use crate::telemetry::{self, RequestFields};
 
 /// The log target of the one-line-per-request log, so it can be filtered on its own
 /// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests): the crate's name,
@@ -36,18 +37,39 @@ pub const REQUEST_LOG: &str = concat!(env!("CARGO_CRATE_NAME"), "::http");
 /// The request id's header: kept or replaced by `request_id`, echoed on the response, logged.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Identifies, spans and logs each request (a layer: `tower::layer::layer_fn(RequestLog::new)`).
+/// Where a request's fields are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fields {
+    /// In `RequestFields`, for the JSON lines alone.
+    Lines,
+    /// In a tracing span (`telemetry::request_spans`).
+    Span,
+    /// In a tracing span that is exported, with OpenTelemetry's fields and the caller's trace.
+    TracedSpan,
+}
+
+impl Fields {
+    pub fn of(settings: &crate::settings::Settings) -> Self {
+        if settings.tracing.enabled() {
+            Self::TracedSpan
+        } else if telemetry::request_spans(settings) {
+            Self::Span
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// Identifies, describes and logs each request (a layer: `layer_fn(|s| RequestLog::new(s, f))`).
 #[derive(Clone)]
 pub struct RequestLog<S> {
     inner: S,
-    traces: bool,
+    fields: Fields,
 }
 
 impl<S> RequestLog<S> {
-    /// `traces`: whether spans are exported (`tracing.otlp_endpoint`), and so need the
-    /// OpenTelemetry fields and the caller's trace context.
-    pub fn new(inner: S, traces: bool) -> Self {
-        Self { inner, traces }
+    pub fn new(inner: S, fields: Fields) -> Self {
+        Self { inner, fields }
     }
 }
 
@@ -65,24 +87,42 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let id = request_id(&mut request);
-        let span = request_span(&request, &id, self.traces);
         let start = Instant::now();
-        let inner = span.in_scope(|| self.inner.call(request));
+        let mut scope = match self.fields {
+            Fields::Lines => Scope::Lines(request_fields(&request, &id)),
+            traced => Scope::Span(request_span(&request, &id, traced == Fields::TracedSpan)),
+        };
+        let inner = scope.run(|| self.inner.call(request));
         Logged {
             inner,
-            span,
+            scope,
             start,
             id: Some(id),
         }
     }
 }
 
+/// A request's fields, made current while its service is called and its future polled.
+enum Scope {
+    Lines(RequestFields),
+    Span(Span),
+}
+
+impl Scope {
+    fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Self::Lines(fields) => fields.scope(f),
+            Self::Span(span) => span.in_scope(f),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The response future, polled inside the request's span; logs the line when ready.
+    /// The response future, polled inside the request's scope; logs the line when ready.
     pub struct Logged<F> {
         #[pin]
         inner: F,
-        span: Span,
+        scope: Scope,
         start: Instant,
         id: Option<HeaderValue>,
     }
@@ -96,13 +136,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
-        let mut result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &mut result {
-            log_response(response, this.start.elapsed().as_secs_f64() * 1000.0);
-            if let Some(id) = this.id.take() {
-                response.headers_mut().insert(REQUEST_ID, id);
+        let (inner, start) = (this.inner, *this.start);
+        let mut result = ready!(this.scope.run(|| {
+            let result = ready!(inner.poll(cx));
+            if let Ok(response) = &result {
+                log_response(response, start.elapsed().as_secs_f64() * 1000.0);
             }
+            Poll::Ready(result)
+        }));
+        if let (Ok(response), Some(id)) = (&mut result, this.id.take()) {
+            response.headers_mut().insert(REQUEST_ID, id);
         }
         Poll::Ready(result)
     }
@@ -130,6 +173,17 @@ fn request_id<B>(request: &mut Request<B>) -> HeaderValue {
     // `insert` replaces every value the client sent.
     request.headers_mut().insert(REQUEST_ID, id.clone());
     id
+}
+
+/// The fields a request's span would hold, in the same order, for the JSON lines alone.
+fn request_fields<B>(request: &Request<B>, id: &HeaderValue) -> RequestFields {
+    let mut fields = RequestFields::new();
+    fields.str("method", request.method().as_str());
+    fields.str("route", route_label(request));
+    fields.str("path", request.uri().path());
+    // Visible ASCII, as `request_id` made sure.
+    fields.str("request_id", id.to_str().unwrap_or_default());
+    fields
 }
 
 /// The span of one request, which its log line reports. With traces on, it also continues the
@@ -177,5 +231,30 @@ fn log_response<B>(response: &Response<B>, latency_ms: f64) {
         tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "request failed");
     } else {
         tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn fields_with(env: &[(&str, &str)]) -> Fields {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Fields::of(&Settings::load_from(None, env.collect()).unwrap())
+    }
+
+    #[test]
+    fn a_request_gets_a_span_only_when_something_reads_it() {
+        assert_eq!(fields_with(&[]), Fields::Lines);
+        assert_eq!(fields_with(&[("APP__LOG__FORMAT", "text")]), Fields::Span);
+        let level = concat!(
+            "info,",
+            env!("CARGO_CRATE_NAME"),
+            "[request{route=/x}]=debug"
+        );
+        assert_eq!(fields_with(&[("APP__LOG__LEVEL", level)]), Fields::Span);
+        let traces = ("APP__TRACING__OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        assert_eq!(fields_with(&[traces]), Fields::TracedSpan);
     }
 }

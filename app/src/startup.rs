@@ -22,7 +22,7 @@ use crate::connections::{self, Received, Serve};
 use crate::error::{ApiError, json_error_bodies, panic_response};
 use crate::faults::Faults;
 use crate::metrics::{HttpMetricLayer, Metrics};
-use crate::request_log::{REQUEST_ID, RequestLog};
+use crate::request_log::{Fields, REQUEST_ID, RequestLog};
 use crate::routes::{self, AppState};
 use crate::settings::{CorsSettings, Settings};
 use crate::shutdown::Readiness;
@@ -55,7 +55,7 @@ pub fn app_with_faults(
     faults: Faults,
 ) -> Router {
     let server = &settings.server;
-    let (traces, timeout) = (settings.tracing.enabled(), server.request_timeout);
+    let (fields, timeout) = (Fields::of(settings), server.request_timeout);
     // The metrics layer is optional (benchmarks measure its cost), so the services on both
     // sides of it answer plain `Response`s; an optional layer must not change the types.
     let metrics = metrics.map(|layer| {
@@ -68,7 +68,7 @@ pub fn app_with_faults(
         ServiceBuilder::new()
             // Every request gets an id first (the client's own if it is usable, else a
             // generated one), echoed on its response; its span and log line cover all below.
-            .layer(layer_fn(move |inner| RequestLog::new(inner, traces)))
+            .layer(layer_fn(move |inner| RequestLog::new(inner, fields)))
             .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
             .option_layer(metrics)

@@ -30,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
 use json::JsonLines;
+pub use json::{RequestFields, record};
 use sink::LogSink;
 
 /// One export must not outlive the shutdown budget by much: a collector that is down delays
@@ -124,11 +125,25 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
 /// span fields (`target[span{field=value}]=level`) need; any other filter is a `Targets`, which
 /// decides once per call site and takes the same `target=level` directives.
 fn filter(level: &str) -> anyhow::Result<(Option<Targets>, Option<EnvFilter>)> {
-    if level.contains('[') {
+    if filters_span_fields(level) {
         return Ok((None, Some(EnvFilter::try_new(level)?)));
     }
     let directives: Vec<&str> = level.split(',').filter(|d| !d.is_empty()).collect();
     Ok((Some(directives.join(",").parse()?), None))
+}
+
+/// Whether each request needs a tracing span: to be exported (traces on), to be matched by a
+/// filter on span fields (`[request{route=…}]`), or to prefix the text format's lines. Else the
+/// JSON lines take the request's fields from its `RequestFields`, at a fraction of the cost.
+pub fn request_spans(settings: &Settings) -> bool {
+    settings.tracing.enabled()
+        || filters_span_fields(&settings.log.level)
+        || settings.log.format == LogFormat::Text
+}
+
+/// Whether `log.level` has a directive on span fields (`target[span{field=value}]=level`).
+fn filters_span_fields(level: &str) -> bool {
+    level.contains('[')
 }
 
 fn tracer_provider(settings: &TracingSettings) -> anyhow::Result<SdkTracerProvider> {

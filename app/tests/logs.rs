@@ -160,3 +160,37 @@ async fn a_stdout_nobody_reads_drops_counted_lines_and_never_stalls_a_request() 
     let written = reader.await.unwrap();
     assert!(written > 0);
 }
+
+/// A filter on the request span's fields (docs/contract.md) needs the span, which a request
+/// only gets when something reads it (`telemetry::request_spans`): here the filter does.
+#[tokio::test]
+async fn a_filter_on_the_request_spans_fields_selects_its_lines() {
+    // Arrange: request lines at warn, except for one route's.
+    let level = format!(
+        "info,{http}=warn,{krate}[request{{route=/api/v1/health}}]=info",
+        http = log_target("http"),
+        krate = log_target("x").trim_end_matches("::x"),
+    );
+    let process = spawn_process(&[
+        ("APP__LOG__LEVEL", level.as_str()),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+
+    // Act
+    for path in ["/api/v1/health", "/api/v1/info", "/api/v1/health"] {
+        client.get(process.url(path)).send().await.unwrap();
+    }
+    process.signal(Signal::SIGTERM);
+    let (_, logs) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert
+    let routes: Vec<String> = logs
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["target"] == log_target("http").as_str())
+        .map(|l| l["span"]["route"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(routes, ["/api/v1/health", "/api/v1/health"], "{logs:#?}");
+}
