@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::Service;
@@ -137,10 +137,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (inner, start) = (this.inner, *this.start);
+        let direct = matches!(this.scope, Scope::Lines(_));
         let mut result = ready!(this.scope.run(|| {
             let result = ready!(inner.poll(cx));
             if let Ok(response) = &result {
-                log_response(response, start.elapsed().as_secs_f64() * 1000.0);
+                log_response(response, start.elapsed(), direct);
             }
             Poll::Ready(result)
         }));
@@ -219,18 +220,39 @@ fn request_span<B>(request: &Request<B>, id: &HeaderValue, traces: bool) -> Span
     span
 }
 
-fn log_response<B>(response: &Response<B>, latency_ms: f64) {
+/// Logs the request's line: straight to the JSON lines when the request has `RequestFields`
+/// (`direct`) and the filter lets the line through, else as a tracing event.
+fn log_response<B>(response: &Response<B>, latency: Duration, direct: bool) {
     let status = response.status().as_u16();
-    if response.extensions().get::<InjectedError>().is_some() {
+    let (level, message) = if response.extensions().get::<InjectedError>().is_some() {
         // Counted as an error by the metrics, as intended; the log says it was not a real one.
-        tracing::event!(target: REQUEST_LOG, Level::WARN, status, latency_ms, "request failed: injected fault");
+        (Level::WARN, "request failed: injected fault")
     } else if response.extensions().get::<Draining>().is_some() {
         // `/ready` answering 503 while the instance drains: intended, not a failure.
-        tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed: draining");
+        (Level::INFO, "request completed: draining")
     } else if response.status().is_server_error() {
-        tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "request failed");
+        (Level::ERROR, "request failed")
     } else {
-        tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "request completed");
+        (Level::INFO, "request completed")
+    };
+    // The filter of `log.level`, as an event at this target and level would meet it.
+    let enabled = match level {
+        Level::ERROR => tracing::enabled!(target: REQUEST_LOG, Level::ERROR),
+        Level::WARN => tracing::enabled!(target: REQUEST_LOG, Level::WARN),
+        _ => tracing::enabled!(target: REQUEST_LOG, Level::INFO),
+    };
+    if !enabled || direct && telemetry::request_line(level, message, REQUEST_LOG, status, latency) {
+        return;
+    }
+    let latency_ms = telemetry::latency_ms(latency);
+    match level {
+        Level::ERROR => {
+            tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "{message}")
+        }
+        Level::WARN => {
+            tracing::event!(target: REQUEST_LOG, Level::WARN, status, latency_ms, "{message}")
+        }
+        _ => tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "{message}"),
     }
 }
 

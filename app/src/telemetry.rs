@@ -30,7 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
 use json::JsonLines;
-pub use json::{RequestFields, record};
+pub use json::{RequestFields, latency_ms, record, request_line};
 use sink::LogSink;
 
 /// One export must not outlive the shutdown budget by much: a collector that is down delays
@@ -39,6 +39,14 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The process's log sink, once `init` has run (`/metrics` reads its dropped lines).
 static SINK: OnceLock<LogSink> = OnceLock::new();
+
+/// The sink the JSON layer writes to, once `init` has installed that layer.
+fn json_sink() -> Option<&'static LogSink> {
+    JSON.get().and(SINK.get())
+}
+
+/// Set by `init` when the log format is JSON.
+static JSON: OnceLock<()> = OnceLock::new();
 
 /// Log lines dropped since start because stdout could not keep up or failed (`sink`).
 pub fn dropped_log_lines() -> u64 {
@@ -111,7 +119,10 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         .with(spans)
         .with(otel);
     match settings.log.format {
-        LogFormat::Json => registry.with(JsonLines::new(sink.clone())).try_init()?,
+        LogFormat::Json => {
+            registry.with(JsonLines::new(sink.clone())).try_init()?;
+            let _ = JSON.set(());
+        }
         LogFormat::Text => registry
             .with(tracing_subscriber::fmt::layer().with_writer(sink.clone()))
             .try_init()?,

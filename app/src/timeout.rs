@@ -55,8 +55,9 @@ pin_project_lite::pin_project! {
     pub struct Timed<F> {
         #[pin]
         inner: F,
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: a `Sleep` is 112 bytes that every enclosing layer's future would carry and
+        // copy at each move, for the few requests still pending after their first poll.
+        timer: Option<Pin<Box<Sleep>>>,
         deadline: Instant,
     }
 }
@@ -69,17 +70,14 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        if this.timer.is_none() {
-            this.timer
-                .set(Some(tokio::time::sleep_until(*this.deadline)));
-        }
-        if let Some(timer) = this.timer.as_pin_mut() {
-            ready!(timer.poll(cx));
-        }
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.deadline)));
+        ready!(timer.as_mut().poll(cx));
         let mut response = Response::new(ResBody::default());
         *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
         Poll::Ready(Ok(response))

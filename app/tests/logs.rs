@@ -194,3 +194,33 @@ async fn a_filter_on_the_request_spans_fields_selects_its_lines() {
         .collect();
     assert_eq!(routes, ["/api/v1/health", "/api/v1/health"], "{logs:#?}");
 }
+
+/// The request line obeys `log.level` for its target like any event (it is written without
+/// one when the JSON lines are its only reader: `telemetry::request_line`).
+#[tokio::test]
+async fn the_request_line_can_be_turned_off_by_its_target() {
+    // Arrange
+    let level = format!("info,{}=off", log_target("http"));
+    let process = spawn_process(&[
+        ("APP__LOG__LEVEL", level.as_str()),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+
+    // Act
+    for path in ["/api/v1/health", "/nope"] {
+        client.get(process.url(path)).send().await.unwrap();
+    }
+    process.signal(Signal::SIGTERM);
+    let (status, logs) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert: the other lines are there, the request lines are not.
+    assert!(status.success(), "exit {status}");
+    assert!(
+        logs.iter().any(|l| l.contains("shutdown complete")),
+        "{logs:#?}"
+    );
+    let http = format!("\"target\":\"{}\"", log_target("http"));
+    assert!(!logs.iter().any(|l| l.contains(&http)), "{logs:#?}");
+}
