@@ -67,7 +67,7 @@ pub fn app_with_faults(
     routes.layer(
         ServiceBuilder::new()
             // Every request gets an id first (the client's own if it is usable, else a
-            // generated one), echoed on its response; its span and log line cover all below.
+            // generated one), echoed on its response; its fields and log line cover all below.
             .layer(layer_fn(move |inner| RequestLog::new(inner, fields)))
             .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
