@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::Service;
-use tracing::field::{Empty, display};
+use tracing::field::Empty;
 use tracing::{Level, Span};
 
 use crate::faults::InjectedError;
@@ -191,33 +191,45 @@ fn request_fields<B>(request: &Request<B>, id: &HeaderValue) -> RequestFields {
 /// caller's W3C trace (`traceparent`) and names itself after the route, as OpenTelemetry's
 /// HTTP conventions ask. With traces off those fields stay empty, and log lines skip them.
 fn request_span<B>(request: &Request<B>, id: &HeaderValue, traces: bool) -> Span {
-    let route = route_label(request);
+    let (method, route) = (request.method(), route_label(request));
     // Visible ASCII, as `request_id` made sure.
     let request_id = id.to_str().unwrap_or_default();
+    // Given at creation (a `None` stays empty): each later `record` is another pass through
+    // every layer.
     let span = tracing::info_span!(
         target: REQUEST_LOG,
         "request",
-        method = request.method().as_str(),
+        method = method.as_str(),
         route,
         path = request.uri().path(),
         request_id,
         fault = Empty,
         fault_delay_ms = Empty,
         trace_id = Empty,
-        otel.name = Empty,
-        otel.kind = Empty,
+        otel.name = traces.then(|| display(SpanName { method, route })),
+        otel.kind = traces.then_some("server"),
     );
     if traces {
-        let method = request.method();
-        if route == UNMATCHED {
-            span.record("otel.name", display(method));
-        } else {
-            span.record("otel.name", display(format_args!("{method} {route}")));
-        }
-        span.record("otel.kind", "server");
         telemetry::continue_trace(&span, request.headers());
     }
     span
+}
+
+/// OpenTelemetry's HTTP server span name: `GET /api/v1/info`, or the method alone for a path no
+/// route matched (a raw path would make names unbounded).
+struct SpanName<'a> {
+    method: &'a http::Method,
+    route: &'a str,
+}
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.route == UNMATCHED {
+            f.write_str(self.method.as_str())
+        } else {
+            write!(f, "{} {}", self.method, self.route)
+        }
+    }
 }
 
 /// Logs the request's line: straight to the JSON lines when the request has `RequestFields`
@@ -278,5 +290,13 @@ mod tests {
         assert_eq!(fields_with(&[("APP__LOG__LEVEL", level)]), Fields::Span);
         let traces = ("APP__TRACING__OTLP_ENDPOINT", "http://127.0.0.1:4318");
         assert_eq!(fields_with(&[traces]), Fields::TracedSpan);
+    }
+
+    #[test]
+    fn spans_are_named_after_the_route_template_or_the_method_alone() {
+        let name = |method, route| SpanName { method: &method, route }.to_string();
+        assert_eq!(name(http::Method::GET, "/api/v1/info"), "GET /api/v1/info");
+        // A raw path would make span names unbounded.
+        assert_eq!(name(http::Method::POST, UNMATCHED), "POST");
     }
 }

@@ -112,6 +112,11 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
             // Thread ids and busy/idle timings mean little for tasks that hop between workers.
             .with_threads(false)
             .with_tracked_inactivity(false)
+            // Every request span is made at one line of one module: its source location and
+            // target would be the same six attributes on every span and event, ~10,000
+            // instructions a request to build, export and encode (docs/performance.md).
+            .with_location(false)
+            .with_target(false)
     });
     let sink = LogSink::stdout().context("cannot start the log writer thread")?;
     let registry = tracing_subscriber::registry()
