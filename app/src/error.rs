@@ -180,7 +180,7 @@ where
     );
     Response::from_parts(parts, body)
 }
-/// `CatchPanicLayer` handler: the panic is logged, the client gets the JSON 500.
+/// What `catch_panic` answers: the panic is logged, the client gets the JSON 500.
 pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<&str>()

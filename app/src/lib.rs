@@ -8,6 +8,7 @@
 //! HEALTHCHECK client).
 
 pub mod body;
+pub mod catch_panic;
 pub mod connections;
 pub mod error;
 pub mod extract;

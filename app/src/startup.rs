@@ -13,13 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower::layer::layer_fn;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::body::ReadBodyLayer;
+use crate::catch_panic::CatchPanic;
 use crate::connections::{self, Received, Serve};
-use crate::error::{ApiError, json_error_bodies, panic_response};
+use crate::error::{ApiError, json_error_bodies};
 use crate::faults::Faults;
 use crate::metrics::{HttpMetricLayer, Metrics};
 use crate::request_log::{Fields, REQUEST_ID, RequestLog};
@@ -69,13 +69,14 @@ pub fn app_with_faults(
             // Every request gets an id first (the client's own if it is usable, else a
             // generated one), echoed on its response; its fields and log line cover all below.
             .layer(layer_fn(move |inner| RequestLog::new(inner, fields)))
-            .map_response(move |response| close_when_draining(&readiness, response))
             // Outside catch-panic, the timeout and the error bodies: it counts their final status.
             .option_layer(metrics)
+            // One map for every response (each layer is another future every request moves).
+            .map_response(move |response| {
+                close_when_draining(&readiness, json_error_bodies(response))
+            })
             .layer(ValidateRequestHeaderLayer::custom(one_host))
-            .map_response(IntoResponse::into_response)
-            .layer(CatchPanicLayer::custom(panic_response))
-            .map_response(json_error_bodies)
+            .layer(layer_fn(CatchPanic::new))
             .option_layer(cors_layer(&settings.cors))
             .layer(layer_fn(move |inner| RequestTimeout::new(inner, timeout)))
             // Inside the timeout: a body sent too slowly gets 504 like a slow handler.
