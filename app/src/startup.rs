@@ -18,7 +18,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use crate::body::ReadBodyLayer;
 use crate::catch_panic::CatchPanic;
-use crate::connections::{self, Received, Serve};
+use crate::connections::{self, BadHost, Serve};
 use crate::error::{ApiError, json_error_bodies};
 use crate::faults::Faults;
 use crate::metrics::{HttpMetricLayer, Metrics};
@@ -88,19 +88,12 @@ pub fn app_with_faults(
     )
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request with no `Host` header, or more than one, gets `400`
-/// (hyper accepts both). HTTP/1.0 may leave it out, and so may requests built in-process
-/// (router tests), which did not come through a connection.
+/// The `400` for a request its connection marked for a missing or repeated `Host` header.
 #[allow(clippy::result_large_err)] // the signature tower-http's `ValidateRequest` takes
 fn one_host<B>(request: &mut Request<B>) -> Result<(), Response<axum::body::Body>> {
-    let received = request.extensions().get::<Received>().is_some();
-    if !received || request.version() != http::Version::HTTP_11 {
-        return Ok(());
-    }
-    let mut hosts = request.headers().get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), None) => Ok(()),
-        _ => Err(ApiError::rejected(
+    match request.extensions().get::<BadHost>() {
+        None => Ok(()),
+        Some(_) => Err(ApiError::rejected(
             http::StatusCode::BAD_REQUEST,
             "an HTTP/1.1 request needs exactly one Host header",
         )
