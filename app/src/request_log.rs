@@ -182,7 +182,7 @@ fn request_id<B>(request: &mut Request<B>) -> HeaderValue {
 /// The fields a request's span would hold, in the same order, for the JSON lines alone.
 fn request_fields<B>(request: &Request<B>, id: &HeaderValue) -> RequestFields {
     let mut fields = RequestFields::new();
-    fields.str("method", request.method().as_str());
+    fields.token("method", request.method().as_str());
     fields.str("route", route_label(request));
     fields.str("path", request.uri().path());
     // Visible ASCII, as `request_id` made sure.
