@@ -14,6 +14,7 @@
 //! would return. `PrometheusBuilder::idle_timeout` would break that (an evicted metric's handle
 //! would keep counting into storage nothing renders): do not set it without removing this cache.
 
+use std::cell::Cell;
 use std::hash::BuildHasher;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -217,8 +218,52 @@ pub struct SeriesTable {
     series: RwLock<HashTable<&'static Series>>,
 }
 
+/// Slots of `RECENT`: a service has a handful of routes.
+const RECENT_SLOTS: usize = 8;
+
+/// A series a thread found, and where it found it.
+#[derive(Clone, Copy)]
+struct Recent {
+    table: *const SeriesTable,
+    endpoint: *const u8,
+    series: &'static Series,
+}
+
+thread_local! {
+    /// The series this thread found last, by the address of the endpoint's text: axum hands out
+    /// each route's template as the same shared string, so a request finds its series with two
+    /// comparisons instead of hashing the template and locking the table (~300 instructions a
+    /// request). The texts are compared as well: an address can be reused once a router is gone.
+    static RECENT: [Cell<Option<Recent>>; RECENT_SLOTS] =
+        const { [const { Cell::new(None) }; RECENT_SLOTS] };
+}
+
 impl SeriesTable {
     fn get(&self, method: &'static str, endpoint: &str) -> &'static Series {
+        let address = endpoint.as_ptr();
+        let slot = (address as usize >> 4) % RECENT_SLOTS;
+        let hit = |recent: Recent| {
+            std::ptr::eq(recent.table, self)
+                && recent.endpoint == address
+                // Both from `method_label`'s literals.
+                && std::ptr::eq(recent.series.method, method)
+                && &*recent.series.endpoint == endpoint
+        };
+        RECENT.with(|recent| match recent[slot].get() {
+            Some(found) if hit(found) => found.series,
+            _ => {
+                let series = self.lookup(method, endpoint);
+                recent[slot].set(Some(Recent {
+                    table: self,
+                    endpoint: address,
+                    series,
+                }));
+                series
+            }
+        })
+    }
+
+    fn lookup(&self, method: &'static str, endpoint: &str) -> &'static Series {
         // By route only: a route has a handful of methods, told apart by `matches`.
         let hash = self.hasher.hash_one(endpoint);
         let matches =
@@ -309,6 +354,27 @@ mod tests {
             .build()
             .unwrap();
         metrics::with_local_recorder(recorder, || runtime.block_on(test));
+    }
+
+    #[test]
+    fn a_remembered_series_is_found_only_for_its_own_table_method_and_text() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            let tables: [&'static SeriesTable; 2] =
+                [Box::leak(Box::default()), Box::leak(Box::default())];
+            // One buffer: the same address for every lookup, as a route's shared template.
+            let mut endpoint = String::from("/api/v1/aaaa");
+            let first = tables[0].get("GET", &endpoint);
+            assert!(std::ptr::eq(tables[0].get("GET", &endpoint), first));
+            assert!(!std::ptr::eq(tables[1].get("GET", &endpoint), first));
+            assert!(!std::ptr::eq(tables[0].get("POST", &endpoint), first));
+            // A router dropped and another one's template at the same address.
+            assert!(std::ptr::eq(tables[0].get("GET", &endpoint), first));
+            endpoint.replace_range(8.., "bbbb");
+            let other = tables[0].get("GET", &endpoint);
+            assert!(!std::ptr::eq(other, first));
+            assert_eq!(&*other.endpoint, "/api/v1/bbbb");
+        });
     }
 
     #[test]
