@@ -69,6 +69,23 @@ fn spans(exports: &Exports) -> Vec<(String, String, String, SpanKind, String)> {
     spans
 }
 
+/// The attribute keys of every exported span, and those of their events.
+fn attribute_keys(exports: &Exports) -> (Vec<String>, Vec<String>) {
+    let exports = exports.lock().unwrap();
+    let spans = exports
+        .iter()
+        .flat_map(|export| &export.resource_spans)
+        .flat_map(|resource_spans| &resource_spans.scope_spans)
+        .flat_map(|scope_spans| &scope_spans.spans);
+    let (mut span_keys, mut event_keys) = (Vec::new(), Vec::new());
+    for span in spans {
+        span_keys.extend(span.attributes.iter().map(|kv| kv.key.clone()));
+        let events = span.events.iter().flat_map(|event| &event.attributes);
+        event_keys.extend(events.map(|kv| kv.key.clone()));
+    }
+    (span_keys, event_keys)
+}
+
 /// The `span.trace_id` of each request log line, in order.
 fn logged_trace_ids(logs: &[String]) -> Vec<Option<String>> {
     let request_log = log_target("http");
@@ -148,6 +165,32 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     assert!(
         spans.iter().all(|span| span.0 != unsampled),
         "unsampled trace exported: {spans:#?}"
+    );
+
+    // Assert: spans carry the request's fields and its log event, without the source location,
+    // target and thread attributes that were a fifth of the trace path's cost (tracing-
+    // opentelemetry gives every event its level and target whatever the settings).
+    let (span_keys, event_keys) = attribute_keys(&exports);
+    for key in ["route", "path", "request_id"] {
+        assert!(
+            span_keys.iter().any(|k| k == key),
+            "no {key} in {span_keys:?}"
+        );
+    }
+    for key in ["status", "latency_ms"] {
+        assert!(
+            event_keys.iter().any(|k| k == key),
+            "no {key} in {event_keys:?}"
+        );
+    }
+    let noise = |k: &&String| k.starts_with("code.") || k.starts_with("thread.");
+    assert!(
+        !span_keys.iter().any(|k| noise(&k) || k == "target"),
+        "location, target or thread attributes in {span_keys:?}"
+    );
+    assert!(
+        !event_keys.iter().any(|k| noise(&k)),
+        "location or thread attributes in {event_keys:?}"
     );
 }
 
