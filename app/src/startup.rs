@@ -75,7 +75,7 @@ pub fn app_with_faults(
             .map_response(move |response| {
                 close_when_draining(&readiness, json_error_bodies(response))
             })
-            .layer(ValidateRequestHeaderLayer::custom(one_host))
+            .layer(ValidateRequestHeaderLayer::custom(reject_bad_host))
             .layer(layer_fn(CatchPanic::new))
             .option_layer(cors_layer(&settings.cors))
             .layer(layer_fn(move |inner| RequestTimeout::new(inner, timeout)))
@@ -90,7 +90,7 @@ pub fn app_with_faults(
 
 /// The `400` for a request its connection marked for a missing or repeated `Host` header.
 #[allow(clippy::result_large_err)] // the signature tower-http's `ValidateRequest` takes
-fn one_host<B>(request: &mut Request<B>) -> Result<(), Response<axum::body::Body>> {
+fn reject_bad_host<B>(request: &mut Request<B>) -> Result<(), Response<axum::body::Body>> {
     match request.extensions().get::<BadHost>() {
         None => Ok(()),
         Some(_) => Err(ApiError::rejected(
