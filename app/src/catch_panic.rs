@@ -3,8 +3,8 @@
 //!
 //! tower-http's `CatchPanicLayer` does the same but boxes every response body into its own
 //! `UnsyncBoxBody` (to give the panic response and the inner one a common type), which the
-//! router then boxes again into axum's `Body`: two allocations and two dynamic calls per body
-//! poll on every request, ~500 user-space instructions in all (docs/performance.md). Here the
+//! router then boxes again into axum's `Body`: two allocations, and two dynamic calls per body
+//! poll, on every request (~250 user-space instructions, docs/performance.md). Here the
 //! common type is axum's `Body` itself, which the inner responses already have.
 
 use std::future::Future;

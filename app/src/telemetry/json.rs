@@ -382,8 +382,8 @@ fn write_line(sink: &LogSink, format: impl Fn(&mut Vec<u8>)) {
 /// installed (tests with a subscriber of their own): then the caller logs the event.
 pub fn request_line(
     level: Level,
-    message: &str,
-    target: &str,
+    message: &'static str,
+    target: &'static str,
     status: u16,
     latency: Duration,
 ) -> bool {
@@ -397,8 +397,8 @@ pub fn request_line(
 fn write_request_line(
     sink: &LogSink,
     level: Level,
-    message: &str,
-    target: &str,
+    message: &'static str,
+    target: &'static str,
     status: u16,
     latency: Duration,
 ) {
