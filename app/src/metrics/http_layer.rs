@@ -14,11 +14,12 @@
 //! would return. `PrometheusBuilder::idle_timeout` would break that (an evicted metric's handle
 //! would keep counting into storage nothing renders): do not set it without removing this cache.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::hash::BuildHasher;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
 use axum::body::Bytes;
+use axum::extract::MatchedPath;
 use axum_prometheus::lifecycle::layer::LifeCycleLayer;
 use axum_prometheus::lifecycle::{Callbacks, OnBodyChunk};
 use axum_prometheus::{
@@ -32,7 +33,7 @@ use metrics::{Counter, Gauge, Histogram};
 use quanta::Instant;
 use tower_http::classify::{ClassifiedResponse, ServerErrorsAsFailures, SharedClassifier};
 
-use super::{UNMATCHED, route_label};
+use super::UNMATCHED;
 
 /// The server errors whose `http_requests_total` series exist at 0 before their first error:
 /// from the start for every endpoint the router lists (`create_series`), and from its first
@@ -61,7 +62,7 @@ pub fn layer(series: &'static SeriesTable) -> HttpMetricLayer {
 /// Creates the series of `method` on route `template` in `series` now, as its first request
 /// would.
 pub fn create_series(series: &'static SeriesTable, method: &Method, template: &str) {
-    series.get(method_label(method), template);
+    series.lookup(method_label(method), template);
 }
 
 #[derive(Clone, Copy)]
@@ -74,11 +75,16 @@ impl<FailureClass> Callbacks<FailureClass> for HttpCallbacks {
 
     fn prepare<B>(&mut self, request: &Request<B>) -> InFlight {
         let start = Instant::now();
-        let series = self
-            .series
-            .get(method_label(request.method()), route_label(request));
+        let series = self.series.get(
+            method_label(request.method()),
+            request.extensions().get::<MatchedPath>(),
+        );
         series.pending.increment(1.0);
-        InFlight(Arc::new(Started { series, start }))
+        InFlight {
+            series,
+            start,
+            ends_pending: Cell::new(true),
+        }
     }
 
     fn on_response<B>(
@@ -87,25 +93,41 @@ impl<FailureClass> Callbacks<FailureClass> for HttpCallbacks {
         _: ClassifiedResponse<FailureClass, ()>,
         data: &mut InFlight,
     ) {
-        let Started { series, start } = &*data.0;
-        series.record(response.status().as_u16(), start.elapsed().as_secs_f64());
+        let seconds = data.start.elapsed().as_secs_f64();
+        data.series.record(response.status().as_u16(), seconds);
     }
 }
 
-/// One request's place in the metrics. The lifecycle layer hands copies to the response future
-/// and body; the last one dropped (when the body is done, or the request abandoned) ends the
-/// request's `pending`.
-#[derive(Clone)]
-pub struct InFlight(Arc<Started>);
-
-struct Started {
+/// One request's place in the metrics; dropping it ends the request's `pending`.
+///
+/// The lifecycle layer keeps it in the response future and, once the response is ready, clones
+/// it into the response body and drops the future's copy (axum-prometheus 0.10,
+/// `lifecycle/future.rs`); at the body's end, if the classifier waits for one, it clones it
+/// again for `on_eos`. So a clone takes the duty over from its source: exactly one copy ends
+/// `pending`, the one made last, and no request needs a reference-counted allocation
+/// (~150 instructions, docs/performance.md). If a clone outlived its source instead, `pending`
+/// would end early, never twice (the test below checks the timing).
+pub struct InFlight {
     series: &'static Series,
     start: Instant,
+    ends_pending: Cell<bool>,
 }
 
-impl Drop for Started {
+impl Clone for InFlight {
+    fn clone(&self) -> Self {
+        Self {
+            series: self.series,
+            start: self.start,
+            ends_pending: Cell::new(self.ends_pending.replace(false)),
+        }
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.series.pending.decrement(1.0);
+        if self.ends_pending.get() {
+            self.series.pending.decrement(1.0);
+        }
     }
 }
 
@@ -221,43 +243,48 @@ pub struct SeriesTable {
 /// Slots of `RECENT`: a service has a handful of routes.
 const RECENT_SLOTS: usize = 8;
 
-/// A series a thread found, and where it found it.
-#[derive(Clone, Copy)]
+/// A series a thread found, and the template it found it by.
 struct Recent {
     table: *const SeriesTable,
-    endpoint: *const u8,
+    /// A copy of the route's shared template: while it is held here, no other text can be
+    /// allocated at its address, so the address alone identifies the template.
+    template: MatchedPath,
     series: &'static Series,
 }
 
 thread_local! {
-    /// The series this thread found last, by the address of the endpoint's text: axum hands out
-    /// each route's template as the same shared string, so a request finds its series with two
+    /// The series this thread found last, by the address of their template: axum hands out
+    /// each route's template as one shared string, so a request finds its series with three
     /// comparisons instead of hashing the template and locking the table (~300 instructions a
-    /// request). The texts are compared as well: an address can be reused once a router is gone.
-    static RECENT: [Cell<Option<Recent>>; RECENT_SLOTS] =
-        const { [const { Cell::new(None) }; RECENT_SLOTS] };
+    /// request), or comparing its text (~100).
+    static RECENT: RefCell<[Option<Recent>; RECENT_SLOTS]> =
+        const { RefCell::new([const { None }; RECENT_SLOTS]) };
 }
 
 impl SeriesTable {
-    fn get(&self, method: &'static str, endpoint: &str) -> &'static Series {
-        let address = endpoint.as_ptr();
-        let slot = (address as usize >> 4) % RECENT_SLOTS;
-        let hit = |recent: Recent| {
-            std::ptr::eq(recent.table, self)
-                && recent.endpoint == address
-                // Both from `method_label`'s literals.
-                && std::ptr::eq(recent.series.method, method)
-                && &*recent.series.endpoint == endpoint
+    /// The series of `method` on `template`, the route the request matched (`None`: unmatched).
+    fn get(&self, method: &'static str, template: Option<&MatchedPath>) -> &'static Series {
+        let Some(template) = template else {
+            return self.lookup(method, UNMATCHED);
         };
-        RECENT.with(|recent| match recent[slot].get() {
-            Some(found) if hit(found) => found.series,
+        let address = template.as_str().as_ptr();
+        let slot = (address as usize >> 4) % RECENT_SLOTS;
+        RECENT.with_borrow_mut(|recent| match &recent[slot] {
+            Some(found)
+                if std::ptr::eq(found.table, self)
+                    && std::ptr::eq(found.template.as_str().as_ptr(), address)
+                    // Both from `method_label`'s literals.
+                    && std::ptr::eq(found.series.method, method) =>
+            {
+                found.series
+            }
             _ => {
-                let series = self.lookup(method, endpoint);
-                recent[slot].set(Some(Recent {
+                let series = self.lookup(method, template.as_str());
+                recent[slot] = Some(Recent {
                     table: self,
-                    endpoint: address,
+                    template: template.clone(),
                     series,
-                }));
+                });
                 series
             }
         })
@@ -357,24 +384,28 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_series_is_found_only_for_its_own_table_method_and_text() {
+    fn routers_built_and_dropped_in_turn_keep_their_own_series() {
+        // Each router's template is freed with it, and the next one's, of the same size, is
+        // likely to be allocated at the same address: a series remembered by address alone
+        // would count a later route's requests into an earlier route's series.
         let recorder = PrometheusBuilder::new().build_recorder();
-        metrics::with_local_recorder(&recorder, || {
-            let tables: [&'static SeriesTable; 2] =
-                [Box::leak(Box::default()), Box::leak(Box::default())];
-            // One buffer: the same address for every lookup, as a route's shared template.
-            let mut endpoint = String::from("/api/v1/aaaa");
-            let first = tables[0].get("GET", &endpoint);
-            assert!(std::ptr::eq(tables[0].get("GET", &endpoint), first));
-            assert!(!std::ptr::eq(tables[1].get("GET", &endpoint), first));
-            assert!(!std::ptr::eq(tables[0].get("POST", &endpoint), first));
-            // A router dropped and another one's template at the same address.
-            assert!(std::ptr::eq(tables[0].get("GET", &endpoint), first));
-            endpoint.replace_range(8.., "bbbb");
-            let other = tables[0].get("GET", &endpoint);
-            assert!(!std::ptr::eq(other, first));
-            assert_eq!(&*other.endpoint, "/api/v1/bbbb");
+        let handle = recorder.handle();
+        let series: &'static SeriesTable = Box::leak(Box::default());
+        let routes: Vec<String> = (10..40).map(|n| format!("/route{n}")).collect();
+        with_recorder(&recorder, async {
+            for route in &routes {
+                let router = Router::new()
+                    .route(route, get(|| async { "ok" }))
+                    .layer(layer(series));
+                assert_eq!(send(&router, "GET", route).await, 200);
+            }
         });
+        let text = handle.render();
+        for route in &routes {
+            let total =
+                format!(r#"http_requests_total{{method="GET",status="200",endpoint="{route}"}}"#);
+            assert_eq!(value(&text, &total), Some(1.0), "{total}\n{text}");
+        }
     }
 
     #[test]
