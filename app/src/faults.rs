@@ -25,8 +25,6 @@ use axum::extract::{MatchedPath, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{Request, StatusCode};
-use tower::util::Either;
-use tower::util::future::EitherResponseFuture;
 use tower::{Layer, Service};
 use tracing::Level;
 
@@ -223,64 +221,31 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = EitherResponseFuture<S::Future, InjectFuture>;
+    type Future = FaultFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let mut service = match self.draw(&request) {
-            // The usual path: no allocation, the inner future as it is.
-            None => Either::Left(&mut self.inner),
-            Some(fault) => {
-                // The instance polled ready goes along; a fresh clone stays for the next call.
-                let fresh = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, fresh);
-                Either::Right(Inject {
-                    ready: Some(ready),
-                    fault,
-                })
-            }
+    fn call(&mut self, request: Request<B>) -> FaultFuture {
+        let Some(Fault { delay, error }) = self.draw(&request) else {
+            // Boxed here, innermost, so that every layer above moves a pointer, not the
+            // route's future, which carries the whole request until it is first polled: each
+            // layer moves its inner future into its own (~400 instructions a request,
+            // docs/performance.md, for one allocation).
+            return Box::pin(self.inner.call(request));
         };
-        service.call(request)
-    }
-}
-
-type InjectFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-/// One faulted request (built for it, called once): waits, then answers the error or calls the
-/// route, which is not called before the delay is over.
-struct Inject<S> {
-    ready: Option<S>,
-    fault: Fault,
-}
-
-impl<S, B> Service<Request<B>> for Inject<S>
-where
-    S: Service<Request<B>, Response = Response, Error = Infallible> + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = InjectFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> InjectFuture {
-        let Fault { delay, error } = self.fault;
-        let route = self.ready.take();
+        // The instance polled ready goes along; a fresh clone stays for the next call. The
+        // route is not called before the delay is over.
+        let fresh = self.inner.clone();
+        let mut route = std::mem::replace(&mut self.inner, fresh);
         Box::pin(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            match (error, route) {
-                (None, Some(mut route)) => route.call(request).await,
-                (status, _) => {
-                    let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            match error {
+                None => route.call(request).await,
+                Some(status) => {
                     let mut response = ApiError::InjectedFault(status).into_response();
                     response.extensions_mut().insert(InjectedError);
                     Ok(response)
@@ -289,6 +254,8 @@ where
         })
     }
 }
+
+type FaultFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// A uniform draw from [0, 1): xorshift64* with one state per thread, seeded from std's
 /// per-thread random keys. No lock and no syscall per request; not for secrets.
