@@ -104,9 +104,9 @@ impl<FailureClass> Callbacks<FailureClass> for HttpCallbacks {
 /// it into the response body and drops the future's copy (axum-prometheus 0.10,
 /// `lifecycle/future.rs`); at the body's end, if the classifier waits for one, it clones it
 /// again for `on_eos`. So a clone takes the duty over from its source: exactly one copy ends
-/// `pending`, the one made last, and no request needs a reference-counted allocation
-/// (~150 instructions, docs/performance.md). If a clone outlived its source instead, `pending`
-/// would end early, never twice (the test below checks the timing).
+/// `pending`, the one made last, and no request needs a reference-counted allocation. If a
+/// clone outlived its source instead, `pending` would end early, never twice (the test below
+/// checks the timing).
 pub struct InFlight {
     series: &'static Series,
     start: Instant,
@@ -405,6 +405,30 @@ mod tests {
             let total =
                 format!(r#"http_requests_total{{method="GET",status="200",endpoint="{route}"}}"#);
             assert_eq!(value(&text, &total), Some(1.0), "{total}\n{text}");
+        }
+    }
+
+    #[test]
+    fn each_table_keeps_its_own_series() {
+        // Two layers on one router's routes share its templates, so the same address; each
+        // table records into the recorder current when it first saw the route.
+        let routes = Router::new().route("/shared", get(|| async { "ok" }));
+        let tables: [&'static SeriesTable; 2] =
+            [Box::leak(Box::default()), Box::leak(Box::default())];
+        let recorders = [
+            PrometheusBuilder::new().build_recorder(),
+            PrometheusBuilder::new().build_recorder(),
+        ];
+        for (table, recorder) in tables.iter().zip(&recorders) {
+            let router = routes.clone().layer(layer(table));
+            with_recorder(recorder, async {
+                assert_eq!(send(&router, "GET", "/shared").await, 200);
+            });
+        }
+        let total = r#"http_requests_total{method="GET",status="200",endpoint="/shared"}"#;
+        for recorder in &recorders {
+            let text = recorder.handle().render();
+            assert_eq!(value(&text, total), Some(1.0), "{text}");
         }
     }
 
