@@ -141,13 +141,12 @@ fn write_batches(shared: &Shared) {
         let closed = {
             let mut pending = gather(shared, lock(&shared.pending));
             if pending.lines.is_empty() && !pending.closed {
-                while pending.lines.is_empty() && !pending.closed {
-                    pending.idle = true;
-                    pending = shared
-                        .wake
-                        .wait(pending)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
+                // Cleared by the first line, which then wakes this thread.
+                pending.idle = true;
+                pending = shared
+                    .wake
+                    .wait_while(pending, |p| p.lines.is_empty() && !p.closed)
+                    .unwrap_or_else(PoisonError::into_inner);
                 pending = gather(shared, pending);
             }
             std::mem::swap(&mut pending.lines, &mut batch);
