@@ -4,7 +4,7 @@
 
 /// The same allocator as the real binary, so the variants differ only in their layers.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: backend::alloc::Allocator = backend::alloc::Allocator;
 
 use backend::metrics::Metrics;
 use backend::routes::{self, AppState};

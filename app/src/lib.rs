@@ -4,9 +4,10 @@
 //! span and log line), `metrics`, `routes`, `error`, `extract` (extractors that reject with
 //! `error`), `shutdown`, `startup` (listeners, layers, serving), `timeout` (the request timeout),
 //! `connections` (the cap, connection metrics, closing at shutdown), `system_info` (the /info
-//! snapshot), `faults` (fault injection, off by default) and `healthcheck` (the image's
-//! HEALTHCHECK client).
+//! snapshot), `faults` (fault injection, off by default), `healthcheck` (the image's
+//! HEALTHCHECK client) and `alloc` (the global allocator).
 
+pub mod alloc;
 pub mod body;
 pub mod catch_panic;
 pub mod connections;

@@ -7,12 +7,9 @@ use backend::startup::Application;
 use backend::{healthcheck, shutdown, telemetry};
 use clap::{Parser, Subcommand};
 
-/// musl's allocator is slow for the many small, short-lived allocations of a request (labels,
-/// log fields, headers): mimalloc made the static binary ~1.5x faster. It is compiled to commit
-/// its arenas lazily (`.cargo/config.toml`), which keeps peak RSS small with no environment
-/// variable (docs/performance.md).
+/// mimalloc, the way `alloc.rs` says why.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: backend::alloc::Allocator = backend::alloc::Allocator;
 
 #[derive(Parser)]
 #[command(version, about)]
