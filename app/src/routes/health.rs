@@ -1,6 +1,5 @@
 use axum::extract::State;
 use axum::response::IntoResponse;
-use http::{HeaderValue, header};
 
 use crate::error::ApiError;
 use crate::shutdown::Readiness;
@@ -9,13 +8,7 @@ use crate::shutdown::Readiness;
 const SUCCESS: &str = r#"{"success":true}"#;
 
 fn success() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        SUCCESS,
-    )
+    super::json(SUCCESS)
 }
 
 /// Liveness: the process serves HTTP.
