@@ -17,7 +17,8 @@ ratios hold across machines even when absolute numbers do not:
 Servers run pinned to CPU 0 (so tokio sizes itself to one worker, like a 1-CPU container) and
 wrk to CPU 1. Variants are interleaved round by round and the median of the rounds is kept.
 The metrics layer is also measured in ABBA cycles against no-metrics on servers kept running,
-and both ratio goals are judged by callgrind's instruction counts (see GOALS).
+and both ratio goals are judged by callgrind's instruction counts (see GOALS); full against the
+bare router and against nginx are paired the same way, reported beside their round medians.
 Results are printed and saved to bench/results/latest.{json,md}.
 """
 
@@ -203,7 +204,7 @@ def paired_ratio(base, other, path, cycles, connections):
     """Mean and standard error of base / other CPU per request (other's capacity relative to
     base's) over ABBA cycles of 2 s runs on two servers kept running side by side: each pair
     sees the same minute of the VM's drift, which the round medians above do not cancel."""
-    servers = [Server(*base), Server(*other)]
+    servers = [start(base), start(other)]
     try:
         for server in servers:
             server.first_healthy_ms()
@@ -326,6 +327,9 @@ def main():
                         help="APP__LOG__LEVEL of every variant (info: one JSON line per request)")
     parser.add_argument("--paired-cycles", type=int, default=20,
                         help="ABBA cycles of full against no-metrics on /health (below 2: skip)")
+    parser.add_argument("--paired-peer-cycles", type=int, default=10,
+                        help="ABBA cycles of full against bare and against nginx on /health, "
+                             "reported beside the round medians (below 2: skip)")
     parser.add_argument("--baseline-rev", metavar="REV",
                         help="also measure the shipped binary built from this git revision")
     args = parser.parse_args()
@@ -386,6 +390,16 @@ def main():
                               args.paired_cycles, args.connections)
         print(f"paired full / no-metrics capacity on /health: {paired[0]:.3f} ± {paired[1]:.3f}", flush=True)
 
+    # The goals against the bare router and nginx are judged by round medians; these pairs,
+    # loaded in turn on servers kept side by side, show whether the VM's drift moved them.
+    peers = {}
+    if args.paired_peer_cycles > 1:
+        for peer in ("bare", "nginx"):
+            peers[peer] = paired_ratio(variants[peer], variants["full"], "/api/v1/health",
+                                       args.paired_peer_cycles, args.connections)
+            print(f"paired full / {peer} capacity on /health: {peers[peer][0]:.3f} ± {peers[peer][1]:.3f}",
+                  flush=True)
+
     starts = []
     for _ in range(5):
         server = Server(*variants["full"])
@@ -416,6 +430,8 @@ def main():
         "metrics_layer_rps_ratio": median("full", "/api/v1/health") / median("no-metrics", "/api/v1/health"),
         "info_vs_health_rps_ratio": median("full", "/api/v1/info") / median("full", "/api/v1/health"),
         **({"metrics_layer_paired_ratio": paired[0], "metrics_layer_paired_stderr": paired[1]} if paired else {}),
+        **{f"full_vs_{peer}_paired_{k}": v for peer, (mean, stderr) in peers.items()
+           for k, v in (("ratio", mean), ("stderr", stderr))},
         "peak_rss_64_conns_mib": peak_rss["full"] / MiB,
         "rss_after_10k_unknown_mib": rss_after_unknown / MiB,
         "metrics_bytes_after_10k_unknown": metrics_size,
@@ -468,6 +484,8 @@ def main():
              f"- full / nginx capacity: /health {figures['full_vs_nginx_capacity_ratio']:.3f}, "
              f"/info {figures['full_vs_nginx_info_capacity_ratio']:.3f}",
              f"- full / bare capacity on /health: {figures['full_vs_bare_capacity_ratio']:.3f}",
+             *[f"- full / {peer} by paired CPU ({args.paired_peer_cycles} ABBA cycles, servers side by side): "
+               f"{mean:.3f} ± {stderr:.3f} (standard error)" for peer, (mean, stderr) in peers.items()],
              f"- traces on / off (full) capacity on /health: {figures['traces_on_capacity_ratio']:.3f}"
              + (f", by instructions {figures['traces_on_instructions_ratio']:.3f}" if instructions else ""),
              *([f"- full / rev {args.baseline_rev} capacity on /health: {figures['full_vs_rev_ratio']:.3f}"

@@ -7,7 +7,7 @@ use backend::startup::Application;
 use backend::{healthcheck, shutdown, telemetry};
 use clap::{Parser, Subcommand};
 
-/// mimalloc, the way `alloc.rs` says why.
+/// mimalloc: `alloc.rs` says why, and why not through the `mimalloc` crate.
 #[global_allocator]
 static ALLOCATOR: backend::alloc::Allocator = backend::alloc::Allocator;
 
