@@ -12,7 +12,7 @@
 //! `mi_malloc` yet), mimalloc 3 falls back to over-allocating `size + align - 1` from a bigger
 //! size class unless the block size is a power of two (`alloc-aligned.c`,
 //! `mi_theap_malloc_zero_aligned_at_generic`). Nothing then refills the right size class, so
-//! every 48-, 80- or 96-byte allocation of a request took that path: ~1,200 instructions per
+//! every 48-, 80- or 96-byte allocation of a request took that path: ~1,000 instructions per
 //! request (callgrind). `mi_malloc` refills the page instead, and its blocks are 16-byte
 //! aligned from 16 bytes up (bins of two words, `MI_ALIGN2W` in `page-queue.c`), the rule
 //! Rust's own `System` allocator applies to `malloc`. The `alignment` test checks it.
