@@ -34,31 +34,38 @@ fn plain(size: usize, align: usize) -> bool {
     align <= MIN_ALIGN && align <= size
 }
 
+/// A block for `layout` from `plain` when its alignment is enough (`plain`), else from `aligned`.
+///
+/// # Safety
+/// `layout` has a non-zero size (`GlobalAlloc::alloc`'s contract).
+#[inline]
+unsafe fn allocate(
+    layout: Layout,
+    plain_call: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_call: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    let (size, align) = (layout.size(), layout.align());
+    let block = unsafe {
+        if plain(size, align) {
+            plain_call(size)
+        } else {
+            aligned_call(size, align)
+        }
+    };
+    block.cast()
+}
+
 // SAFETY: every pointer comes from mimalloc and goes back to it; the plain calls are used only
 // where their alignment is at least the layout's (`plain`), the aligned ones elsewhere.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        unsafe {
-            if plain(size, align) {
-                mi::mi_malloc(size).cast()
-            } else {
-                mi::mi_malloc_aligned(size, align).cast()
-            }
-        }
+        unsafe { allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        unsafe {
-            if plain(size, align) {
-                mi::mi_zalloc(size).cast()
-            } else {
-                mi::mi_zalloc_aligned(size, align).cast()
-            }
-        }
+        unsafe { allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
