@@ -262,12 +262,12 @@ fn log_response<B>(response: &Response<B>, latency: Duration, direct: bool) {
     let latency_ms = telemetry::latency_ms(latency);
     match level {
         Level::ERROR => {
-            tracing::event!(target: REQUEST_LOG, Level::ERROR, status, latency_ms, "{message}")
+            tracing::event!(target: REQUEST_LOG, Level::ERROR, message, status, latency_ms)
         }
         Level::WARN => {
-            tracing::event!(target: REQUEST_LOG, Level::WARN, status, latency_ms, "{message}")
+            tracing::event!(target: REQUEST_LOG, Level::WARN, message, status, latency_ms)
         }
-        _ => tracing::event!(target: REQUEST_LOG, Level::INFO, status, latency_ms, "{message}"),
+        _ => tracing::event!(target: REQUEST_LOG, Level::INFO, message, status, latency_ms),
     }
 }
 

@@ -636,8 +636,9 @@ mod tests {
             fields.scope(|| {
                 let latency = Duration::from_micros(125);
                 let (status, latency_ms) = (503u16, latency_ms(latency));
-                tracing::warn!(target: "svc::http", status, latency_ms, "{}", "request failed");
                 let (message, target) = ("request failed", "svc::http");
+                // The shape of `request_log`'s event: the message a `&str` field, given first.
+                tracing::warn!(target: "svc::http", message, status, latency_ms);
                 write_request_line(&sink, Level::WARN, message, target, 503, latency);
             });
             let latency = Duration::from_micros(1_500);
