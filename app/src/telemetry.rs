@@ -30,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
 use json::JsonLines;
+use json::record_on_lines;
 pub use json::{RequestFields, latency_ms, record, request_line};
 use sink::LogSink;
 
@@ -197,7 +198,9 @@ pub fn continue_trace(span: &Span, headers: &http::HeaderMap) {
     let hex = uuid::Uuid::from_bytes(trace_id.to_bytes())
         .simple()
         .encode_lower(&mut hex);
-    span.record("trace_id", &*hex);
+    if !record_on_lines(span, "trace_id", hex) {
+        span.record("trace_id", &*hex);
+    }
 }
 
 #[cfg(test)]
