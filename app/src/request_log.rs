@@ -260,6 +260,9 @@ fn log_response<B>(response: &Response<B>, latency: Duration, direct: bool) {
         return;
     }
     let latency_ms = telemetry::latency_ms(latency);
+    // Signed: OpenTelemetry's attributes have no unsigned integer, and tracing-opentelemetry
+    // exports a `u64` field as the text "200" (formatted through `Debug`).
+    let status = i64::from(status);
     match level {
         Level::ERROR => {
             tracing::event!(target: REQUEST_LOG, Level::ERROR, message, status, latency_ms)

@@ -69,8 +69,11 @@ fn spans(exports: &Exports) -> Vec<(String, String, String, SpanKind, String)> {
     spans
 }
 
-/// The attribute keys of every exported span, and those of their events.
-fn attribute_keys(exports: &Exports) -> (Vec<String>, Vec<String>) {
+/// An attribute's key and value.
+type Attribute = (String, Option<Value>);
+
+/// The attribute keys of every exported span, and their events' attributes.
+fn attributes(exports: &Exports) -> (Vec<String>, Vec<Attribute>) {
     let exports = exports.lock().unwrap();
     let spans = exports
         .iter()
@@ -81,7 +84,12 @@ fn attribute_keys(exports: &Exports) -> (Vec<String>, Vec<String>) {
     for span in spans {
         span_keys.extend(span.attributes.iter().map(|kv| kv.key.clone()));
         let events = span.events.iter().flat_map(|event| &event.attributes);
-        event_keys.extend(events.map(|kv| kv.key.clone()));
+        event_keys.extend(events.map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().and_then(|v| v.value.clone()),
+            )
+        }));
     }
     (span_keys, event_keys)
 }
@@ -170,7 +178,7 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     // Assert: spans carry the request's fields and its log event, without the trace id, source
     // location, target and thread attributes that were a fifth of the trace path's cost (tracing-
     // opentelemetry gives every event its level and target whatever the settings).
-    let (span_keys, event_keys) = attribute_keys(&exports);
+    let (span_keys, event_keys) = attributes(&exports);
     for key in ["route", "path", "request_id"] {
         assert!(
             span_keys.iter().any(|k| k == key),
@@ -179,10 +187,17 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     }
     for key in ["status", "latency_ms"] {
         assert!(
-            event_keys.iter().any(|k| k == key),
+            event_keys.iter().any(|(k, _)| k == key),
             "no {key} in {event_keys:?}"
         );
     }
+    // Typed as the log line has them: a status exported as the text "200" would not compare.
+    assert!(
+        event_keys
+            .iter()
+            .any(|kv| *kv == ("status".into(), Some(Value::IntValue(200)))),
+        "status is not the integer 200 in {event_keys:?}"
+    );
     let noise = |k: &&String| k.starts_with("code.") || k.starts_with("thread.");
     // The log line's `trace_id` is the span's own trace id: as an attribute it would repeat it.
     assert!(
@@ -192,7 +207,7 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
         "location, target, thread or trace_id attributes in {span_keys:?}"
     );
     assert!(
-        !event_keys.iter().any(|k| noise(&k)),
+        !event_keys.iter().any(|(k, _)| noise(&k)),
         "location or thread attributes in {event_keys:?}"
     );
 }

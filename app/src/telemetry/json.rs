@@ -652,7 +652,7 @@ mod tests {
             fields.str("path", "/a\"b\n");
             fields.scope(|| {
                 let latency = Duration::from_micros(125);
-                let (status, latency_ms) = (503u16, latency_ms(latency));
+                let (status, latency_ms) = (503i64, latency_ms(latency));
                 let (message, target) = ("request failed", "svc::http");
                 // The shape of `request_log`'s event: the message a `&str` field, given first.
                 tracing::warn!(target: "svc::http", message, status, latency_ms);
