@@ -29,8 +29,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
-use json::JsonLines;
-use json::record_on_lines;
+use json::{JsonLines, record_on_lines};
 pub use json::{RequestFields, latency_ms, record, request_line};
 use sink::LogSink;
 

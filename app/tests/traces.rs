@@ -80,18 +80,18 @@ fn attributes(exports: &Exports) -> (Vec<String>, Vec<Attribute>) {
         .flat_map(|export| &export.resource_spans)
         .flat_map(|resource_spans| &resource_spans.scope_spans)
         .flat_map(|scope_spans| &scope_spans.spans);
-    let (mut span_keys, mut event_keys) = (Vec::new(), Vec::new());
+    let (mut span_keys, mut event_attributes) = (Vec::new(), Vec::new());
     for span in spans {
         span_keys.extend(span.attributes.iter().map(|kv| kv.key.clone()));
         let events = span.events.iter().flat_map(|event| &event.attributes);
-        event_keys.extend(events.map(|kv| {
+        event_attributes.extend(events.map(|kv| {
             (
                 kv.key.clone(),
                 kv.value.as_ref().and_then(|v| v.value.clone()),
             )
         }));
     }
-    (span_keys, event_keys)
+    (span_keys, event_attributes)
 }
 
 /// The `span.trace_id` of each request log line, in order.
@@ -178,7 +178,7 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     // Assert: spans carry the request's fields and its log event, without the trace id, source
     // location, target and thread attributes that were a fifth of the trace path's cost (tracing-
     // opentelemetry gives every event its level and target whatever the settings).
-    let (span_keys, event_keys) = attributes(&exports);
+    let (span_keys, event_attributes) = attributes(&exports);
     for key in ["route", "path", "request_id"] {
         assert!(
             span_keys.iter().any(|k| k == key),
@@ -187,16 +187,16 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     }
     for key in ["status", "latency_ms"] {
         assert!(
-            event_keys.iter().any(|(k, _)| k == key),
-            "no {key} in {event_keys:?}"
+            event_attributes.iter().any(|(k, _)| k == key),
+            "no {key} in {event_attributes:?}"
         );
     }
     // Typed as the log line has them: a status exported as the text "200" would not compare.
     assert!(
-        event_keys
+        event_attributes
             .iter()
             .any(|kv| *kv == ("status".into(), Some(Value::IntValue(200)))),
-        "status is not the integer 200 in {event_keys:?}"
+        "status is not the integer 200 in {event_attributes:?}"
     );
     let noise = |k: &&String| k.starts_with("code.") || k.starts_with("thread.");
     // The log line's `trace_id` is the span's own trace id: as an attribute it would repeat it.
@@ -207,8 +207,8 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
         "location, target, thread or trace_id attributes in {span_keys:?}"
     );
     assert!(
-        !event_keys.iter().any(|(k, _)| noise(&k)),
-        "location or thread attributes in {event_keys:?}"
+        !event_attributes.iter().any(|(k, _)| noise(&k)),
+        "location or thread attributes in {event_attributes:?}"
     );
 }
 
