@@ -104,6 +104,22 @@ fn logged_trace_ids(logs: &[String]) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The span field names of each request log line, in order (sorted within a line).
+fn logged_span_keys(logs: &[String]) -> Vec<Vec<String>> {
+    let request_log = log_target("http");
+    logs.iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|json| json["target"] == request_log.as_str())
+        .map(|json| {
+            json["span"]
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.keys().cloned())
+                .collect()
+        })
+        .collect()
+}
+
 async fn get(process: &TestProcess, traceparent: Option<&str>) {
     let mut request = reqwest::Client::new().get(process.url("/api/v1/health"));
     if let Some(traceparent) = traceparent {
@@ -136,6 +152,13 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     get(&process, None).await;
     process.signal(Signal::SIGTERM);
     let (status, logs) = process.finish(Duration::from_secs(15)).await;
+
+    // Assert: each request line has the span fields it has with traces off, plus the trace id;
+    // not the `otel.*` fields that only name the exported span.
+    for keys in logged_span_keys(&logs) {
+        let expected = ["method", "name", "path", "request_id", "route", "trace_id"];
+        assert_eq!(keys, expected, "in {logs:#?}");
+    }
 
     // Assert: the log lines carry the trace ids, a fresh one for the request without a caller.
     assert!(status.success(), "exit status {status}");
