@@ -27,7 +27,7 @@ use tracing::{Level, Span};
 use crate::faults::InjectedError;
 use crate::metrics::{UNMATCHED, route_label};
 use crate::shutdown::Draining;
-use crate::telemetry::{self, RequestFields};
+use crate::telemetry::{self, RequestFields, RequestLine};
 
 /// The log target of the one-line-per-request log, so it can be filtered on its own
 /// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests): the crate's name,
@@ -90,9 +90,13 @@ where
         let start = Instant::now();
         let mut scope = match self.fields {
             Fields::Lines => Scope::Lines(request_fields(&request, &id)),
-            traced => Scope::Span(request_span(&request, &id, traced == Fields::TracedSpan)),
+            fields => {
+                let traced = fields == Fields::TracedSpan;
+                let span = request_span(&request, &id, traced);
+                Scope::Span { span, traced }
+            }
         };
-        let inner = scope.run(|| self.inner.call(request));
+        let inner = scope.run(|_| self.inner.call(request));
         Logged {
             inner,
             scope,
@@ -105,14 +109,19 @@ where
 /// A request's fields, made current while its service is called and its future polled.
 enum Scope {
     Lines(RequestFields),
-    Span(Span),
+    /// `traced`: the span is exported.
+    Span {
+        span: Span,
+        traced: bool,
+    },
 }
 
 impl Scope {
-    fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+    /// Runs `f` inside the request's scope; `f` is given the span, if the request has one.
+    fn run<R>(&mut self, f: impl FnOnce(Option<(&Span, bool)>) -> R) -> R {
         match self {
-            Self::Lines(fields) => fields.scope(f),
-            Self::Span(span) => span.in_scope(f),
+            Self::Lines(fields) => fields.scope(|| f(None)),
+            Self::Span { span, traced } => span.in_scope(|| f(Some((span, *traced)))),
         }
     }
 }
@@ -137,11 +146,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (inner, start) = (this.inner, *this.start);
-        let direct = matches!(this.scope, Scope::Lines(_));
-        let mut result = ready!(this.scope.run(|| {
+        let mut result = ready!(this.scope.run(|span| {
             let result = ready!(inner.poll(cx));
             if let Ok(response) = &result {
-                log_response(response, start.elapsed(), direct);
+                log_response(response, start.elapsed(), span);
             }
             Poll::Ready(result)
         }));
@@ -230,9 +238,10 @@ fn span_name(method: &http::Method, route: &str) -> String {
     [method, route].join(" ")
 }
 
-/// Logs the request's line: straight to the JSON lines when the request has `RequestFields`
-/// (`direct`) and the filter lets the line through, else as a tracing event.
-fn log_response<B>(response: &Response<B>, latency: Duration, direct: bool) {
+/// Logs the request's line if the filter lets it through: straight to the JSON lines, with the
+/// fields of the request's `RequestFields` or of its `span`, else (the text format) as a
+/// tracing event. An exported span (`traced`) gets the response's status.
+fn log_response<B>(response: &Response<B>, latency: Duration, span: Option<(&Span, bool)>) {
     let status = response.status().as_u16();
     let (level, message) = if response.extensions().get::<InjectedError>().is_some() {
         // Counted as an error by the metrics, as intended; the log says it was not a real one.
@@ -245,13 +254,32 @@ fn log_response<B>(response: &Response<B>, latency: Duration, direct: bool) {
     } else {
         (Level::INFO, "request completed")
     };
+    if let Some((span, true)) = span {
+        // Whatever the log filter lets through: the span's status is not a log line.
+        let error = (level == Level::ERROR).then_some(message);
+        telemetry::end_trace(span, status, error);
+    }
     // The filter of `log.level`, as an event at this target and level would meet it.
     let enabled = match level {
         Level::ERROR => tracing::enabled!(target: REQUEST_LOG, Level::ERROR),
         Level::WARN => tracing::enabled!(target: REQUEST_LOG, Level::WARN),
         _ => tracing::enabled!(target: REQUEST_LOG, Level::INFO),
     };
-    if !enabled || direct && telemetry::request_line(level, message, REQUEST_LOG, status, latency) {
+    if !enabled {
+        return;
+    }
+    let line = RequestLine {
+        level,
+        message,
+        target: REQUEST_LOG,
+        status,
+        latency,
+    };
+    let written = match span {
+        None => telemetry::request_line(&line),
+        Some((span, _)) => telemetry::request_line_in(span, &line),
+    };
+    if written {
         return;
     }
     let latency_ms = telemetry::latency_ms(latency);

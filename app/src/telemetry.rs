@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -30,7 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
 use json::{JsonLines, record_on_lines};
-pub use json::{RequestFields, latency_ms, record, request_line};
+pub use json::{RequestFields, RequestLine, latency_ms, record, request_line, request_line_in};
 use sink::LogSink;
 
 /// One export must not outlive the shutdown budget by much: a collector that is down delays
@@ -199,6 +199,18 @@ pub fn continue_trace(span: &Span, headers: &http::HeaderMap) {
         .encode_lower(&mut hex);
     if !record_on_lines(span, "trace_id", hex) {
         span.record("trace_id", &*hex);
+    }
+}
+
+/// Gives a request's exported span its response: the status code as OpenTelemetry's HTTP
+/// conventions name it (`http.response.status_code`, an integer), and for a failure (`error`:
+/// the message its log line has at `ERROR`) the span status `Error`. Set on the span itself,
+/// not carried by an event: the request's line is not a span event (`json::request_line_in`).
+/// Only used when traces are on.
+pub fn end_trace(span: &Span, status: u16, error: Option<&'static str>) {
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if let Some(message) = error {
+        span.set_status(Status::error(message));
     }
 }
 

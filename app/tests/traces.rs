@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -69,29 +70,38 @@ fn spans(exports: &Exports) -> Vec<(String, String, String, SpanKind, String)> {
     spans
 }
 
-/// An attribute's key and value.
-type Attribute = (String, Option<Value>);
+/// An exported span's name, status code, attributes (key and value) and number of events.
+struct Exported {
+    name: String,
+    status: StatusCode,
+    attributes: Vec<(String, Option<Value>)>,
+    events: usize,
+}
 
-/// The attribute keys of every exported span, and their events' attributes.
-fn attributes(exports: &Exports) -> (Vec<String>, Vec<Attribute>) {
+fn exported(exports: &Exports) -> Vec<Exported> {
     let exports = exports.lock().unwrap();
     let spans = exports
         .iter()
         .flat_map(|export| &export.resource_spans)
         .flat_map(|resource_spans| &resource_spans.scope_spans)
         .flat_map(|scope_spans| &scope_spans.spans);
-    let (mut span_keys, mut event_attributes) = (Vec::new(), Vec::new());
-    for span in spans {
-        span_keys.extend(span.attributes.iter().map(|kv| kv.key.clone()));
-        let events = span.events.iter().flat_map(|event| &event.attributes);
-        event_attributes.extend(events.map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().and_then(|v| v.value.clone()),
-            )
-        }));
-    }
-    (span_keys, event_attributes)
+    spans
+        .map(|span| Exported {
+            name: span.name.clone(),
+            status: span.status.as_ref().map_or(StatusCode::Unset, |s| s.code()),
+            attributes: span
+                .attributes
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().and_then(|v| v.value.clone()),
+                    )
+                })
+                .collect(),
+            events: span.events.len(),
+        })
+        .collect()
 }
 
 /// The `span.trace_id` of each request log line, in order.
@@ -135,9 +145,14 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     // the flush at shutdown can deliver the spans in time.
     let (collector, exports) = fake_collector().await;
     let endpoint = format!("http://{collector}");
+    // `/api/v1/info` is held past the request timeout, for a 504 (the probes are never held).
     let process = spawn_process(&[
         ("APP__TRACING__OTLP_ENDPOINT", &endpoint),
         ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+        ("APP__SERVER__REQUEST_TIMEOUT", "100ms"),
+        ("APP__FAULTS__LATENCY_RATIO", "1"),
+        ("APP__FAULTS__LATENCY_MIN", "1s"),
+        ("APP__FAULTS__LATENCY_MAX", "1s"),
     ])
     .await;
 
@@ -150,20 +165,24 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     )
     .await;
     get(&process, None).await;
+    let timed_out = reqwest::get(process.url("/api/v1/info")).await.unwrap();
+    assert_eq!(timed_out.status(), 504);
     process.signal(Signal::SIGTERM);
     let (status, logs) = process.finish(Duration::from_secs(15)).await;
 
     // Assert: each request line has the span fields it has with traces off, plus the trace id;
     // not the `otel.*` fields that only name the exported span.
-    for keys in logged_span_keys(&logs) {
+    let keys = logged_span_keys(&logs);
+    assert_eq!(keys.len(), 4, "four request lines in {logs:#?}");
+    for keys in &keys[..3] {
         let expected = ["method", "name", "path", "request_id", "route", "trace_id"];
-        assert_eq!(keys, expected, "in {logs:#?}");
+        assert_eq!(keys, &expected, "in {logs:#?}");
     }
 
     // Assert: the log lines carry the trace ids, a fresh one for the request without a caller.
     assert!(status.success(), "exit status {status}");
     let ids = logged_trace_ids(&logs);
-    assert_eq!(ids.len(), 3, "three request lines in {logs:#?}");
+    assert_eq!(ids.len(), 4, "four request lines in {logs:#?}");
     assert_eq!(ids[0].as_deref(), Some(TRACE_ID));
     assert_eq!(ids[1].as_deref(), Some(unsampled));
     let fresh = ids[2].clone().expect("a trace id without traceparent");
@@ -198,40 +217,63 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
         "unsampled trace exported: {spans:#?}"
     );
 
-    // Assert: spans carry the request's fields and its log event, without the trace id, source
-    // location, target and thread attributes that were a fifth of the trace path's cost (tracing-
-    // opentelemetry gives every event its level and target whatever the settings).
-    let (span_keys, event_attributes) = attributes(&exports);
+    // Assert: spans carry the request's fields and their response's status, as an integer
+    // (OpenTelemetry's HTTP conventions; a status exported as the text "200" would not compare),
+    // and a 5xx marks its span as an error. The request's log line is not a span event: its
+    // fields are the span's, and an event was built, converted and encoded at every export.
+    let exported = exported(&exports);
+    let status = |span: &Exported| {
+        let code = span
+            .attributes
+            .iter()
+            .find(|(k, _)| k == "http.response.status_code");
+        code.and_then(|(_, v)| v.clone())
+    };
+    let health: Vec<_> = exported
+        .iter()
+        .filter(|s| s.name == "GET /api/v1/health")
+        .collect();
+    assert_eq!(health.len(), 2, "two sampled /health spans");
+    for span in &health {
+        assert_eq!(status(span), Some(Value::IntValue(200)));
+        assert_eq!(span.status, StatusCode::Unset);
+    }
+    let info: Vec<_> = exported
+        .iter()
+        .filter(|s| s.name == "GET /api/v1/info")
+        .collect();
+    let [info] = info.as_slice() else {
+        panic!(
+            "one /info span in {:?}",
+            exported.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    };
+    assert_eq!(status(info), Some(Value::IntValue(504)));
+    assert_eq!(info.status, StatusCode::Error);
+    assert!(
+        exported.iter().all(|s| s.events == 0),
+        "span events exported"
+    );
+    let span_keys: Vec<&String> = exported
+        .iter()
+        .flat_map(|s| &s.attributes)
+        .map(|(k, _)| k)
+        .collect();
     for key in ["route", "path", "request_id"] {
         assert!(
-            span_keys.iter().any(|k| k == key),
+            span_keys.iter().any(|k| *k == key),
             "no {key} in {span_keys:?}"
         );
     }
-    for key in ["status", "latency_ms"] {
-        assert!(
-            event_attributes.iter().any(|(k, _)| k == key),
-            "no {key} in {event_attributes:?}"
-        );
-    }
-    // Typed as the log line has them: a status exported as the text "200" would not compare.
-    assert!(
-        event_attributes
-            .iter()
-            .any(|kv| *kv == ("status".into(), Some(Value::IntValue(200)))),
-        "status is not the integer 200 in {event_attributes:?}"
-    );
-    let noise = |k: &&String| k.starts_with("code.") || k.starts_with("thread.");
-    // The log line's `trace_id` is the span's own trace id: as an attribute it would repeat it.
+    // Without the trace id, source location, target and thread attributes that were a fifth of
+    // the trace path's cost. The log line's `trace_id` is the span's own trace id: as an
+    // attribute it would repeat it.
+    let noise = |k: &str| k.starts_with("code.") || k.starts_with("thread.");
     assert!(
         !span_keys
             .iter()
-            .any(|k| noise(&k) || k == "target" || k == "trace_id"),
+            .any(|k| noise(k) || *k == "target" || *k == "trace_id"),
         "location, target, thread or trace_id attributes in {span_keys:?}"
-    );
-    assert!(
-        !event_attributes.iter().any(|(k, _)| noise(&k)),
-        "location or thread attributes in {event_attributes:?}"
     );
 }
 

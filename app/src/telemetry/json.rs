@@ -398,46 +398,64 @@ fn write_line(sink: &LogSink, format: impl Fn(&mut Vec<u8>)) {
     }
 }
 
-/// A request's own line, the one a `tracing` event with fields `status` and `latency_ms` and
-/// this message would give, written without the event: where the request has `RequestFields`,
-/// the JSON layer is the event's only reader, and dispatching it through tracing (callsite,
-/// filter, visitor, the message's `fmt::Arguments`) cost ~1,000 instructions per request.
-/// The caller checks the filter first. `message` and `target` are the caller's constants and
-/// hold nothing JSON escapes (they are not checked). `false` when the JSON layer is not
+/// A request's own line: what the `tracing` event with fields `status` and `latency_ms` and
+/// this message would carry. `message` and `target` are the caller's constants and hold nothing
+/// JSON escapes (they are not checked).
+pub struct RequestLine {
+    pub level: Level,
+    pub message: &'static str,
+    pub target: &'static str,
+    pub status: u16,
+    pub latency: Duration,
+}
+
+/// Writes `request` as its event would give it, without the event: where the request has
+/// `RequestFields`, the JSON layer is the event's only reader, and dispatching it through
+/// tracing (callsite, filter, visitor, the message's `fmt::Arguments`) cost ~1,000 instructions
+/// per request. The caller checks the filter first. `false` when the JSON layer is not
 /// installed (tests with a subscriber of their own): then the caller logs the event.
-pub fn request_line(
-    level: Level,
-    message: &'static str,
-    target: &'static str,
-    status: u16,
-    latency: Duration,
-) -> bool {
+pub fn request_line(request: &RequestLine) -> bool {
     let Some(sink) = super::json_sink() else {
         return false;
     };
-    write_request_line(sink, level, message, target, status, latency);
+    write_request_line(sink, request, request_span);
     true
 }
 
-fn write_request_line(
-    sink: &LogSink,
-    level: Level,
-    message: &'static str,
-    target: &'static str,
-    status: u16,
-    latency: Duration,
-) {
+/// `request_line` for a request whose fields are in its tracing `span` (traces on, or a filter
+/// on span fields): the line its event would give inside the span. With traces on, that event
+/// would also become an OpenTelemetry span event, built, converted and encoded at every export
+/// (~7,000 instructions a request); the exported span carries the status instead
+/// (`telemetry::end_trace`). `false` when the JSON lines do not hold the span (the text format,
+/// or a span the filter disabled): then the caller logs the event.
+pub fn request_line_in(span: &tracing::Span, request: &RequestLine) -> bool {
+    super::json_sink().is_some_and(|sink| write_request_line_in(sink, span, request))
+}
+
+fn write_request_line_in(sink: &LogSink, span: &tracing::Span, request: &RequestLine) -> bool {
+    let write = |(id, dispatch): (&Id, &tracing::Dispatch)| {
+        let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        let extensions = span.extensions();
+        let fields = extensions.get::<SpanFields>()?;
+        let object = |line: &mut Vec<u8>| span_object(line, Some(fields), span.name());
+        write_request_line(sink, request, object);
+        Some(())
+    };
+    span.with_subscriber(write).flatten().is_some()
+}
+
+fn write_request_line(sink: &LogSink, request: &RequestLine, span: impl Fn(&mut Vec<u8>)) {
     write_line(sink, |line| {
-        line_start(line, level);
+        line_start(line, request.level);
         line.extend_from_slice(b"\"message\":");
-        plain(line, message);
+        plain(line, request.message);
         line.extend_from_slice(b",\"status\":");
-        serialized(line, status);
+        serialized(line, request.status);
         line.extend_from_slice(b",\"latency_ms\":");
-        millis(line, latency);
+        millis(line, request.latency);
         line.extend_from_slice(b",\"target\":");
-        plain(line, target);
-        line_end(line, request_span);
+        plain(line, request.target);
+        line_end(line, &span);
     });
 }
 
@@ -475,6 +493,17 @@ fn line_end(line: &mut Vec<u8>, span: impl FnOnce(&mut Vec<u8>)) {
     line.extend_from_slice(b"}\n");
 }
 
+/// `,"span":{…,"name":…}`: a span's fields (if the JSON layer holds them) and its name.
+fn span_object(line: &mut Vec<u8>, fields: Option<&SpanFields>, name: &str) {
+    line.extend_from_slice(b",\"span\":{");
+    if let Some(fields) = fields {
+        fields.write_to(line);
+    }
+    line.extend_from_slice(b"\"name\":");
+    string(line, name);
+    line.push(b'}');
+}
+
 /// `,"span":{…,"name":"request"}` from the thread's current `RequestFields`, if it has one.
 fn request_span(line: &mut Vec<u8>) {
     if let Some(fields) = REQUEST.take() {
@@ -497,15 +526,7 @@ impl JsonLines {
         line.extend_from_slice(b"\"target\":");
         string(line, meta.target());
         line_end(line, |line| match ctx.event_span(event) {
-            Some(span) => {
-                line.extend_from_slice(b",\"span\":{");
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    fields.write_to(line);
-                }
-                line.extend_from_slice(b"\"name\":");
-                string(line, span.name());
-                line.push(b'}');
-            }
+            Some(span) => span_object(line, span.extensions().get::<SpanFields>(), span.name()),
             None => request_span(line),
         });
     }
@@ -533,6 +554,19 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// What `sink` wrote to `out`, once closed.
+    fn closed(sink: &LogSink, out: &Recorded) -> String {
+        sink.close();
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Each line of `text` from its `"level"` on (what two lines written apart can share).
+    fn after_timestamps(text: &str) -> Vec<&str> {
+        text.lines()
+            .map(|l| &l[l.find("\"level\"").unwrap()..])
+            .collect()
     }
 
     /// The lines `log` writes, each parsed (a line that is not JSON fails the test).
@@ -650,25 +684,32 @@ mod tests {
             let mut fields = RequestFields::new();
             fields.str("method", "GET");
             fields.str("path", "/a\"b\n");
+            let request = RequestLine {
+                level: Level::WARN,
+                message: "request failed",
+                target: "svc::http",
+                status: 503,
+                latency: Duration::from_micros(125),
+            };
             fields.scope(|| {
-                let latency = Duration::from_micros(125);
-                let (status, latency_ms) = (503i64, latency_ms(latency));
-                let (message, target) = ("request failed", "svc::http");
+                let (message, status) = (request.message, i64::from(request.status));
+                let latency_ms = latency_ms(request.latency);
                 // The shape of `request_log`'s event: the message a `&str` field, given first.
                 tracing::warn!(target: "svc::http", message, status, latency_ms);
-                write_request_line(&sink, Level::WARN, message, target, 503, latency);
+                write_request_line(&sink, &request, request_span);
             });
-            let latency = Duration::from_micros(1_500);
-            write_request_line(&sink, Level::INFO, "outside", "svc::http", 200, latency);
+            let outside = RequestLine {
+                level: Level::INFO,
+                message: "outside",
+                status: 200,
+                latency: Duration::from_micros(1_500),
+                ..request
+            };
+            write_request_line(&sink, &outside, request_span);
         });
-        sink.close();
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = closed(&sink, &out);
         // Byte for byte after the timestamp: same keys, same order, same escaping.
-        let after_timestamp: Vec<&str> = text
-            .lines()
-            .map(|l| &l[l.find("\"level\"").unwrap()..])
-            .collect();
-        let [event, direct, outside] = after_timestamp.as_slice() else {
+        let [event, direct, outside] = after_timestamps(&text)[..] else {
             panic!("{text}")
         };
         assert_eq!(direct, event);
@@ -676,9 +717,56 @@ mod tests {
         assert_eq!(parsed["span"]["path"], "/a\"b\n");
         assert_eq!(parsed["status"], 503);
         assert_eq!(
-            *outside,
+            outside,
             r#""level":"INFO","message":"outside","status":200,"latency_ms":1.5,"target":"svc::http"}"#
         );
+    }
+
+    #[test]
+    fn a_request_line_written_in_a_span_is_the_line_its_event_gives() {
+        let out = Recorded::default();
+        let sink = LogSink::new(Box::new(out.clone())).unwrap();
+        let subscriber = tracing_subscriber::registry().with(JsonLines::new(sink.clone()));
+        let request = RequestLine {
+            level: Level::INFO,
+            message: "request completed",
+            target: "svc::http",
+            status: 200,
+            latency: Duration::from_micros(2_250),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let span =
+                tracing::info_span!("request", method = "GET", path = "/a\"b", fault = Empty);
+            span.record("fault", "latency");
+            span.in_scope(|| {
+                let (message, status) = (request.message, i64::from(request.status));
+                let latency_ms = latency_ms(request.latency);
+                tracing::info!(target: "svc::http", message, status, latency_ms);
+            });
+            assert!(write_request_line_in(&sink, &span, &request));
+            // A span the filter disabled has no fields to write: the caller logs the event.
+            assert!(!write_request_line_in(
+                &sink,
+                &tracing::Span::none(),
+                &request
+            ));
+        });
+        // Without the JSON lines (the text format) the span holds no JSON fields either.
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            let span = tracing::info_span!("request", method = "GET");
+            assert!(!write_request_line_in(&sink, &span, &request));
+        });
+        let text = closed(&sink, &out);
+        let [event, direct] = after_timestamps(&text)[..] else {
+            panic!("{text}")
+        };
+        assert_eq!(direct, event);
+        let parsed: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(
+            parsed["span"],
+            json!({"method": "GET", "path": "/a\"b", "fault": "latency", "name": "request"})
+        );
+        assert_eq!(parsed["latency_ms"], 2.25);
     }
 
     #[test]
