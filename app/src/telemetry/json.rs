@@ -191,15 +191,19 @@ pub fn record(name: &'static str, value: impl tracing::Value + serde::Serialize)
 /// encoded at each export: ~2,300 instructions a request). `false` where the JSON lines do not
 /// hold the span (the text format): the caller records it through tracing.
 pub fn record_on_lines(span: &tracing::Span, name: &'static str, value: &str) -> bool {
-    let on_lines = |(id, dispatch): (&Id, &tracing::Dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?;
+    on_lines(span, |fields, _| fields.set(name, |out| string(out, value)))
+}
+
+/// Runs `f` with the JSON fields the lines hold for `span`, and its name. `false` where they
+/// hold none: a span the filter disabled, or no JSON layer (the text format).
+fn on_lines(span: &tracing::Span, f: impl FnOnce(&mut SpanFields, &str)) -> bool {
+    let found = |(id, dispatch): (&Id, &tracing::Dispatch)| {
+        let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
         let mut extensions = span.extensions_mut();
-        let fields = extensions.get_mut::<SpanFields>()?;
-        fields.set(name, |out| string(out, value));
+        f(extensions.get_mut::<SpanFields>()?, span.name());
         Some(())
     };
-    span.with_subscriber(on_lines).flatten().is_some()
+    span.with_subscriber(found).flatten().is_some()
 }
 
 impl Fields for EventFields<'_> {
@@ -433,15 +437,9 @@ pub fn request_line_in(span: &tracing::Span, request: &RequestLine) -> bool {
 }
 
 fn write_request_line_in(sink: &LogSink, span: &tracing::Span, request: &RequestLine) -> bool {
-    let write = |(id, dispatch): (&Id, &tracing::Dispatch)| {
-        let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
-        let extensions = span.extensions();
-        let fields = extensions.get::<SpanFields>()?;
-        let object = |line: &mut Vec<u8>| span_object(line, Some(fields), span.name());
-        write_request_line(sink, request, object);
-        Some(())
-    };
-    span.with_subscriber(write).flatten().is_some()
+    on_lines(span, |fields, name| {
+        write_request_line(sink, request, |line| span_object(line, Some(fields), name));
+    })
 }
 
 fn write_request_line(sink: &LogSink, request: &RequestLine, span: impl Fn(&mut Vec<u8>)) {
