@@ -11,13 +11,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
-use common::{TestProcess, log_target, spawn_process};
+use common::{TestProcess, log_target, process_command, spawn_process};
 use nix::sys::signal::Signal;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -70,12 +71,12 @@ fn spans(exports: &Exports) -> Vec<(String, String, String, SpanKind, String)> {
     spans
 }
 
-/// An exported span's name, status code, attributes (key and value) and number of events.
+/// An exported span's name, status code, attributes (key and value) and events' names.
 struct Exported {
     name: String,
     status: StatusCode,
     attributes: Vec<(String, Option<Value>)>,
-    events: usize,
+    events: Vec<String>,
 }
 
 fn exported(exports: &Exports) -> Vec<Exported> {
@@ -99,7 +100,7 @@ fn exported(exports: &Exports) -> Vec<Exported> {
                     )
                 })
                 .collect(),
-            events: span.events.len(),
+            events: span.events.iter().map(|e| e.name.clone()).collect(),
         })
         .collect()
 }
@@ -128,6 +129,15 @@ fn logged_span_keys(logs: &[String]) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+/// The value of the span attribute `http.response.status_code`.
+fn response_status(span: &Exported) -> Option<Value> {
+    let code = span
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "http.response.status_code");
+    code.and_then(|(_, v)| v.clone())
 }
 
 async fn get(process: &TestProcess, traceparent: Option<&str>) {
@@ -222,20 +232,13 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
     // and a 5xx marks its span as an error. The request's log line is not a span event: its
     // fields are the span's, and an event was built, converted and encoded at every export.
     let exported = exported(&exports);
-    let status = |span: &Exported| {
-        let code = span
-            .attributes
-            .iter()
-            .find(|(k, _)| k == "http.response.status_code");
-        code.and_then(|(_, v)| v.clone())
-    };
     let health: Vec<_> = exported
         .iter()
         .filter(|s| s.name == "GET /api/v1/health")
         .collect();
     assert_eq!(health.len(), 2, "two sampled /health spans");
     for span in &health {
-        assert_eq!(status(span), Some(Value::IntValue(200)));
+        assert_eq!(response_status(span), Some(Value::IntValue(200)));
         assert_eq!(span.status, StatusCode::Unset);
     }
     let info: Vec<_> = exported
@@ -248,10 +251,10 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
             exported.iter().map(|s| &s.name).collect::<Vec<_>>()
         )
     };
-    assert_eq!(status(info), Some(Value::IntValue(504)));
+    assert_eq!(response_status(info), Some(Value::IntValue(504)));
     assert_eq!(info.status, StatusCode::Error);
     assert!(
-        exported.iter().all(|s| s.events == 0),
+        exported.iter().all(|s| s.events.is_empty()),
         "span events exported"
     );
     let span_keys: Vec<&String> = exported
@@ -275,6 +278,63 @@ async fn traces_continue_the_callers_trace_reach_the_collector_and_carry_the_log
             .any(|k| noise(k) || *k == "target" || *k == "trace_id"),
         "location, target, thread or trace_id attributes in {span_keys:?}"
     );
+}
+
+/// The text format keeps no JSON fields to write the request's line from, so the line goes
+/// through tracing as an event, and the exported span carries it (docs/observability.md). The
+/// status attribute is there either way.
+#[tokio::test]
+async fn with_the_text_log_format_the_request_line_is_also_a_span_event() {
+    // Arrange: the text format (the readiness helpers read JSON, so its address is parsed here).
+    let (collector, exports) = fake_collector().await;
+    let endpoint = format!("http://{collector}");
+    let mut child = process_command(&[
+        ("APP__LOG__FORMAT", "text"),
+        ("APP__TRACING__OTLP_ENDPOINT", &endpoint),
+        ("APP__SHUTDOWN__DRAIN_DELAY", "0s"),
+    ])
+    .spawn()
+    .expect("start the binary");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut logs = Vec::new();
+    let api = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the listening line within 10 s")
+            .expect("readable")
+            .expect("a line before exit");
+        let address = line.split(' ').find_map(|word| word.strip_prefix("api="));
+        if let Some(address) = address.filter(|_| line.contains("listening")) {
+            break address.to_owned();
+        }
+        logs.push(line);
+    };
+
+    // Act: one request, then a clean stop (which flushes the spans).
+    let response = reqwest::get(format!("http://{api}/api/v1/health")).await;
+    assert_eq!(response.expect("request").status(), 200);
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).expect("signal");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+    assert!(status.expect("exit in time").expect("wait").success());
+    while let Ok(Some(line)) = lines.next_line().await {
+        logs.push(line);
+    }
+
+    // Assert: a text line for the request, and one span carrying it as its only event.
+    let request_log = log_target("http");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains(&request_log) && l.contains("request completed")),
+        "no request line in {logs:#?}"
+    );
+    let exported = exported(&exports);
+    let [span] = exported.as_slice() else {
+        panic!("one span, got {}", exported.len())
+    };
+    assert_eq!(span.name, "GET /api/v1/health");
+    assert_eq!(span.events, ["request completed"]);
+    assert_eq!(response_status(span), Some(Value::IntValue(200)));
 }
 
 #[tokio::test]
