@@ -18,7 +18,8 @@ Servers run pinned to CPU 0 (so tokio sizes itself to one worker, like a 1-CPU c
 wrk to CPU 1. Variants are interleaved round by round and the median of the rounds is kept.
 The metrics layer is also measured in ABBA cycles against no-metrics on servers kept running,
 and both ratio goals are judged by callgrind's instruction counts (see GOALS); full against the
-bare router and against nginx are paired the same way, reported beside their round medians.
+bare router and against nginx, and traces against full, are paired the same way, reported
+beside their round medians.
 Results are printed and saved to bench/results/latest.{json,md}.
 """
 
@@ -328,8 +329,9 @@ def main():
     parser.add_argument("--paired-cycles", type=int, default=20,
                         help="ABBA cycles of full against no-metrics on /health (below 2: skip)")
     parser.add_argument("--paired-peer-cycles", type=int, default=10,
-                        help="ABBA cycles of full against bare and against nginx on /health, "
-                             "reported beside the round medians (below 2: skip)")
+                        help="ABBA cycles of full against bare and against nginx, and of traces "
+                             "against full, on /health, reported beside the round medians "
+                             "(below 2: skip)")
     parser.add_argument("--baseline-rev", metavar="REV",
                         help="also measure the shipped binary built from this git revision")
     args = parser.parse_args()
@@ -384,18 +386,22 @@ def main():
                 print(f"callgrind {name:<10} {path:<15} {instructions[(name, path)]:>9.0f} instructions/request",
                       flush=True)
 
-    # full against each baseline in ABBA cycles on servers kept side by side. The metrics layer's
-    # pair checks its instruction count; the goals against the bare router and nginx are judged
-    # by round medians, and their pairs show whether the VM's drift moved them.
+    # full against each baseline, and traces against full, in ABBA cycles on servers kept side
+    # by side. The metrics layer's pair checks its instruction count; the goals judged by round
+    # medians (bare router, nginx, traces) get pairs that show whether the VM's drift moved them.
     pairs = {}
-    for base, cycles in (("no-metrics", args.paired_cycles), ("bare", args.paired_peer_cycles),
-                         ("nginx", args.paired_peer_cycles)):
+    for base, other, cycles in (("no-metrics", "full", args.paired_cycles),
+                                ("bare", "full", args.paired_peer_cycles),
+                                ("nginx", "full", args.paired_peer_cycles),
+                                ("full", "traces", args.paired_peer_cycles)):
         if cycles > 1:
-            pairs[base] = paired_ratio(variants[base], variants["full"], "/api/v1/health",
-                                       cycles, args.connections)
-            print(f"paired full / {base} capacity on /health: {pairs[base][0]:.3f} ± {pairs[base][1]:.3f}",
+            pair = paired_ratio(variants[base], variants[other], "/api/v1/health", cycles,
+                                args.connections)
+            pairs[other if base == "full" else base] = pair
+            print(f"paired {other} / {base} capacity on /health: {pair[0]:.3f} ± {pair[1]:.3f}",
                   flush=True)
     paired = pairs.pop("no-metrics", None)
+    traces_paired = pairs.pop("traces", None)
     peers = pairs
 
     starts = []
@@ -430,6 +436,8 @@ def main():
         **({"metrics_layer_paired_ratio": paired[0], "metrics_layer_paired_stderr": paired[1]} if paired else {}),
         **{f"full_vs_{peer}_paired_{k}": v for peer, (mean, stderr) in peers.items()
            for k, v in (("ratio", mean), ("stderr", stderr))},
+        **({"traces_on_paired_ratio": traces_paired[0], "traces_on_paired_stderr": traces_paired[1]}
+           if traces_paired else {}),
         "peak_rss_64_conns_mib": peak_rss["full"] / MiB,
         "rss_after_10k_unknown_mib": rss_after_unknown / MiB,
         "metrics_bytes_after_10k_unknown": metrics_size,
@@ -486,6 +494,8 @@ def main():
                f"{mean:.3f} ± {stderr:.3f} (standard error)" for peer, (mean, stderr) in peers.items()],
              f"- traces on / off (full) capacity on /health: {figures['traces_on_capacity_ratio']:.3f}"
              + (f", by instructions {figures['traces_on_instructions_ratio']:.3f}" if instructions else ""),
+             *([f"- traces on / off by paired CPU ({args.paired_peer_cycles} ABBA cycles, servers side by side): "
+                f"{traces_paired[0]:.3f} ± {traces_paired[1]:.3f} (standard error)"] if traces_paired else []),
              *([f"- full / rev {args.baseline_rev} capacity on /health: {figures['full_vs_rev_ratio']:.3f}"
                 + (f", by instructions {figures['full_vs_rev_instructions_ratio']:.3f}" if instructions else "")]
                if args.baseline_rev else []),
