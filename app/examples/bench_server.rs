@@ -6,6 +6,7 @@
 #[global_allocator]
 static ALLOCATOR: backend::alloc::Allocator = backend::alloc::Allocator;
 
+use backend::layers::Layers;
 use backend::metrics::Metrics;
 use backend::routes::{self, AppState};
 use backend::settings::Settings;
@@ -21,9 +22,9 @@ fn main() -> anyhow::Result<()> {
         let shutdown = shutdown::signal();
         let metrics = Metrics::install();
         let state = AppState::new(&settings)?;
-        let routes = routes::router(state.clone()).into_router();
+        let routes = routes::router(state.clone());
         let router = match variant.as_str() {
-            "bare" => routes,
+            "bare" => routes.into_router(&Layers::none()),
             "no-metrics" => app(routes, state.readiness.clone(), &settings, None),
             other => anyhow::bail!("unknown variant {other:?}: use bare or no-metrics"),
         };

@@ -2,7 +2,7 @@
 //!
 //! Where things live: `settings` (config), `telemetry` (logs), `request_log` (a request's id,
 //! span and log line), `metrics`, `routes`, `error`, `extract` (extractors that reject with
-//! `error`), `shutdown`, `startup` (listeners, layers, serving), `timeout` (the request timeout),
+//! `error`), `shutdown`, `startup` (listeners, serving), `layers` (what every request meets), `timeout` (the request timeout),
 //! `connections` (the cap, connection metrics, closing at shutdown), `system_info` (the /info
 //! snapshot), `faults` (fault injection, off by default), `healthcheck` (the image's
 //! HEALTHCHECK client) and `alloc` (the global allocator).
@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod faults;
 pub mod healthcheck;
+pub mod layers;
 pub mod metrics;
 pub mod request_log;
 pub mod routes;

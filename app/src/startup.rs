@@ -1,139 +1,33 @@
-//! Start-up: bind the listeners, assemble the router and its layers, serve until shutdown.
+//! Start-up: bind the listeners, assemble the routes inside their layers, serve until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Router;
-use axum::response::IntoResponse;
-use http::{HeaderValue, Request, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
-use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncServiceLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::validate_request::ValidateRequestHeaderLayer;
 
-use crate::body::ReadBodyLayer;
-use crate::catch_panic::CatchPanic;
-use crate::connections::{self, BadHost, Serve};
-use crate::error::{ApiError, json_error_bodies};
+use crate::connections::{self, Serve};
 use crate::faults::Faults;
+use crate::layers::Layers;
 use crate::metrics::{HttpMetricLayer, Metrics};
-use crate::request_log::{Fields, REQUEST_ID, RequestLog};
-use crate::routes::{self, AppState};
-use crate::settings::{CorsSettings, Settings};
+use crate::routes::{self, AppState, Routes};
+use crate::settings::Settings;
 use crate::shutdown::Readiness;
-use crate::timeout::RequestTimeout;
 
-/// The whole API: routes plus layers, listed in the order a request meets them.
-/// `metrics` is `None` only for benchmarks that measure the metrics layer's cost. The faults
-/// are `settings.faults`, fixed; `app_with_faults` takes a handle that can change them.
+/// The whole API: `routes`, each inside every layer (`layers`). `metrics` is `None` only for
+/// benchmarks that measure the metrics layer's cost. The faults are `settings.faults`, fixed.
 pub fn app(
-    routes: Router,
+    routes: Routes,
     readiness: Readiness,
     settings: &Settings,
     metrics: Option<HttpMetricLayer>,
 ) -> Router {
-    app_with_faults(
-        routes,
-        readiness,
-        settings,
-        metrics,
-        Faults::new(&settings.faults),
-    )
-}
-
-/// `app`, with the faults the caller also serves at `/faults` (what `Application` runs).
-pub fn app_with_faults(
-    routes: Router,
-    readiness: Readiness,
-    settings: &Settings,
-    metrics: Option<HttpMetricLayer>,
-    faults: Faults,
-) -> Router {
-    let server = &settings.server;
-    let (fields, timeout) = (Fields::of(settings), server.request_timeout);
-    // The metrics layer is optional (benchmarks measure its cost), so the services on both
-    // sides of it answer plain `Response`s; an optional layer must not change the types.
-    let metrics = metrics.map(|layer| {
-        ServiceBuilder::new()
-            .map_response(IntoResponse::into_response)
-            .layer(layer)
-    });
-    // One `Router::layer` call: each call adds a boxed service that every request clones.
-    routes.layer(
-        ServiceBuilder::new()
-            // Every request gets an id first (the client's own if it is usable, else a
-            // generated one), echoed on its response; its fields and log line cover all below.
-            .layer(layer_fn(move |inner| RequestLog::new(inner, fields)))
-            // Outside catch-panic, the timeout and the error bodies: it counts their final status.
-            .option_layer(metrics)
-            // One map for every response (each layer is another future every request moves).
-            .map_response(move |response| {
-                close_when_draining(&readiness, json_error_bodies(response))
-            })
-            .layer(ValidateRequestHeaderLayer::custom(reject_bad_host))
-            .layer(layer_fn(CatchPanic::new))
-            // Boxed, service and future: axum clones the whole stack for every request and every
-            // layer above moves this one's future, so an unboxed CORS layer (280 bytes of
-            // settings, a 224-byte future) made both several times larger, even when off.
-            .option_layer(cors_layer(&settings.cors).map(BoxCloneSyncServiceLayer::new))
-            .layer(layer_fn(move |inner| RequestTimeout::new(inner, timeout)))
-            // Inside the timeout: a body sent too slowly gets 504 like a slow handler.
-            .layer(ReadBodyLayer {
-                limit: server.body_limit_bytes,
-            })
-            // Innermost: injected latency is cut by the timeout, injected errors are counted.
-            .layer(faults.layer()),
-    )
-}
-
-/// The `400` for a request its connection marked for a missing or repeated `Host` header.
-#[allow(clippy::result_large_err)] // the signature tower-http's `ValidateRequest` takes
-fn reject_bad_host<B>(request: &mut Request<B>) -> Result<(), Response<axum::body::Body>> {
-    match request.extensions().get::<BadHost>() {
-        None => Ok(()),
-        Some(_) => Err(ApiError::rejected(
-            http::StatusCode::BAD_REQUEST,
-            "an HTTP/1.1 request needs exactly one Host header",
-        )
-        .into_response()),
-    }
-}
-
-/// While draining, every response asks the client to close its keep-alive connection, so
-/// clients and proxies reconnect (to a ready instance) before this one closes its listener,
-/// instead of racing the close with a request on an idle connection.
-fn close_when_draining<B>(readiness: &Readiness, mut response: Response<B>) -> Response<B> {
-    if !readiness.is_ready() {
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
-fn cors_layer(cors: &CorsSettings) -> Option<CorsLayer> {
-    let origins: Vec<_> = cors.origins().collect();
-    if origins.is_empty() {
-        return None;
-    }
-    let allow = if cors.allows_any() {
-        AllowOrigin::any()
-    } else {
-        // Validated with the settings.
-        AllowOrigin::list(origins.iter().map(|o| o.parse().expect("valid origin")))
-    };
-    Some(
-        CorsLayer::new()
-            .allow_origin(allow)
-            .allow_methods([http::Method::GET, http::Method::HEAD])
-            .expose_headers([REQUEST_ID]),
-    )
+    let faults = Faults::new(&settings.faults);
+    routes.into_router(&Layers::new(readiness, settings, metrics, faults))
 }
 
 /// A bound, ready-to-run server: both listeners are open when `build` returns.
@@ -162,13 +56,13 @@ impl Application {
         let state = AppState::new(&settings)?;
         let api = routes::router(state.clone());
         metrics.create_series(api.endpoints());
-        let router = app_with_faults(
-            api.into_router().merge(extra),
+        let layers = Layers::new(
             state.readiness.clone(),
             &settings,
             Some(metrics.http_layer()),
             faults,
         );
+        let router = api.into_router(&layers).merge(layers.around_router(extra));
         Self::bind(settings, router, state.readiness, metrics).await
     }
 

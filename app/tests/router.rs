@@ -5,7 +5,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use backend::routes::{self, AppState};
+use backend::faults::Faults;
+use backend::layers::Layers;
+use backend::routes::{self, AppState, Routes};
 use backend::settings::Settings;
 use backend::shutdown::Readiness;
 use backend::startup::app;
@@ -25,17 +27,13 @@ fn router_with(state: AppState, cors: &[&str]) -> Router {
     let mut settings = Settings::default();
     settings.cors.allowed_origins = cors.iter().map(|s| s.to_string()).collect();
     let readiness = state.readiness.clone();
-    app(
-        routes::router(state).into_router(),
-        readiness,
-        &settings,
-        None,
-    )
+    app(routes::router(state), readiness, &settings, None)
 }
 
 /// Extra routes under the full layer stack.
 fn layered(routes: Router, settings: &Settings) -> Router {
-    app(routes, Readiness::default(), settings, None)
+    let faults = Faults::new(&settings.faults);
+    Layers::new(Readiness::default(), settings, None, faults).around_router(routes)
 }
 
 async fn call(router: Router, request: Request<Body>) -> (StatusCode, http::HeaderMap, Vec<u8>) {
@@ -180,6 +178,37 @@ async fn wrong_method_is_405_json_with_allow() {
     assert_error_shape(&body, "method_not_allowed");
 }
 
+/// The layers wrap each route's handler and the fallbacks (`Layers`), not the router: every
+/// kind of answer must still come through them, with a request id and a JSON error body.
+#[tokio::test]
+async fn every_answer_comes_through_the_layers_routed_or_not() {
+    let head = Request::head("/api/v1/health").body(Body::empty()).unwrap();
+    let (status, headers, body) = call(router_with(state(false), &[]), head).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert!(headers.contains_key("x-request-id"), "HEAD: {headers:?}");
+
+    let (status, headers, _) = call(router_with(state(false), &[]), get_req("/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(headers.contains_key("x-request-id"), "404: {headers:?}");
+
+    let post = Request::post("/api/v1/health").body(Body::empty()).unwrap();
+    let (status, headers, _) = call(router_with(state(false), &[]), post).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(headers.contains_key("x-request-id"), "405: {headers:?}");
+
+    // Routes with no fallback of their own: axum's empty 404, inside the layers all the same.
+    let routes = Routes::new().get("/only", || async { "ok" });
+    let settings = Settings::default();
+    let router = app(routes, Readiness::default(), &settings, None);
+    let (status, headers, body) = call(router, get_req("/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        headers.contains_key("x-request-id"),
+        "default 404: {headers:?}"
+    );
+    assert_error_shape(&body, "not_found");
+}
+
 #[tokio::test]
 async fn oversized_body_is_413_json() {
     let request = Request::post("/api/v1/health")
@@ -293,7 +322,7 @@ async fn faults_from_the_settings_fail_api_routes_but_never_the_probes_or_unknow
     settings.faults.error_statuses = vec![502];
     let state = AppState::new(&settings).expect("the state builds");
     let router = app(
-        routes::router(state.clone()).into_router(),
+        routes::router(state.clone()),
         state.readiness.clone(),
         &settings,
         None,

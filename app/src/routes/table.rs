@@ -1,12 +1,17 @@
-//! `Routes`: the API's router, and the (method, path template) pairs it serves, recorded by the
-//! same call that routes them. axum cannot list a router's routes, and the metrics need that list
+//! `Routes`: the API's routes, and the (method, path template) pairs they serve, recorded by the
+//! same call that adds them. axum cannot list a router's routes, and the metrics need that list
 //! at start: each pair's 5xx series must exist at 0 before its first error, or `rate()` never
 //! counts that error (sparse errors would vanish after every restart).
+//!
+//! The routes become a `Router` only in `into_router`, given the layers to put around each
+//! handler (`layers`): that is what serves each request through axum's route machinery once.
 
 use axum::Router;
-use axum::handler::Handler;
-use axum::routing::{MethodFilter, on};
+use axum::handler::{Handler, HandlerWithoutStateExt};
+use axum::routing::MethodFilter;
 use http::Method;
+
+use crate::layers::Layers;
 
 /// One (method, path template) pair the API serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,18 +20,23 @@ pub struct Endpoint {
     pub path: &'static str,
 }
 
-/// A `Router` that can be extended only through methods that also record the endpoint. Calling
-/// two methods with the same path serves both on it (axum merges them).
+/// Adds one route (or the fallback) to a router, given the layers and the handlers' state.
+type Add<S> = Box<dyn FnOnce(Router, &Layers, &S) -> Router + Send>;
+
+/// The API's routes, extended only through methods that also record the endpoint. Calling two
+/// methods with the same path serves both on it (axum merges them).
 #[must_use]
 pub struct Routes<S = ()> {
-    router: Router<S>,
+    routes: Vec<Add<S>>,
+    fallback: Option<Add<S>>,
     endpoints: Vec<Endpoint>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
     fn default() -> Self {
         Self {
-            router: Router::new(),
+            routes: Vec::new(),
+            fallback: None,
             endpoints: Vec::new(),
         }
     }
@@ -64,27 +74,43 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         path: &'static str,
         handler: H,
     ) -> Self {
-        self.router = self.router.route(path, on(filter, handler));
+        self.routes.push(Box::new(move |router, layers, state| {
+            layers.route(router, path, filter, handler.with_state(state.clone()))
+        }));
         self.endpoints.push(Endpoint { method, path });
         self
     }
 
+    /// Panics if both have a fallback, as `Router::merge` does.
     pub fn merge(mut self, other: Routes<S>) -> Self {
-        self.router = self.router.merge(other.router);
+        assert!(
+            self.fallback.is_none() || other.fallback.is_none(),
+            "cannot merge two `Routes` that both have a fallback"
+        );
+        self.routes.extend(other.routes);
+        self.fallback = self.fallback.or(other.fallback);
         self.endpoints.extend(other.endpoints);
         self
     }
 
-    /// What answers a request no route matches; not an endpoint.
+    /// What answers a request no route matches; not an endpoint. Without one, axum's empty
+    /// `404` does, still inside the layers.
     pub fn fallback<H: Handler<T, S>, T: 'static>(mut self, handler: H) -> Self {
-        self.router = self.router.fallback(handler);
+        self.fallback = Some(Box::new(move |router, layers, state| {
+            layers.fallback(router, handler.with_state(state.clone()))
+        }));
         self
     }
 
     /// Gives the handlers their state; see `Router::with_state`.
     pub fn with_state<S2>(self, state: S) -> Routes<S2> {
+        let give = |add: Add<S>| -> Add<S2> {
+            let state = state.clone();
+            Box::new(move |router, layers, _| add(router, layers, &state))
+        };
         Routes {
-            router: self.router.with_state(state),
+            routes: self.routes.into_iter().map(give).collect(),
+            fallback: self.fallback.map(give),
             endpoints: self.endpoints,
         }
     }
@@ -95,8 +121,25 @@ impl Routes {
         &self.endpoints
     }
 
-    pub fn into_router(self) -> Router {
-        self.router
+    /// The router serving these routes, each handler inside `layers`.
+    pub fn into_router(self, layers: &Layers) -> Router {
+        let mut router = Router::new();
+        for add in self.routes {
+            router = add(router, layers, &());
+        }
+        let mut paths: Vec<_> = self.endpoints.iter().map(|e| e.path).collect();
+        paths.sort_unstable();
+        paths.dedup();
+        for path in paths {
+            router = layers.method_not_allowed(router, path);
+        }
+        match self.fallback {
+            Some(add) => add(router, layers, &()),
+            None => layers.fallback(
+                router,
+                (|| async { http::StatusCode::NOT_FOUND }).into_service(),
+            ),
+        }
     }
 }
 
@@ -131,7 +174,7 @@ mod tests {
                 .map(|(method, path, _)| Endpoint { method, path })
         );
 
-        let router = routes.into_router();
+        let router = routes.into_router(&Layers::none());
         let send = |method: Method, uri: &str| {
             let request = http::Request::builder()
                 .method(method)
