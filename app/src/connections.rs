@@ -29,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use metrics::{Counter, Gauge};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tower::ServiceExt;
+use tower::Service;
 
 /// Files kept free of connections: the listeners, epoll, the log, the trace exporter's sockets,
 /// `/proc` reads for the process metrics and `/api/v1/info`.
@@ -505,9 +505,13 @@ fn hyper_service(
             request.extensions_mut().insert(BadHost);
         }
         let in_flight = InFlight::start(&tracked);
-        let (router, listener) = (router.clone(), listener.clone());
+        // Called without `poll_ready`: axum's `Router` is always ready (its `poll_ready` is
+        // `Poll::Ready(Ok(()))`), and `oneshot` moved the request and the router into a state
+        // machine of its own on every request.
+        let routed = router.clone().call(request);
+        let listener = listener.clone();
         async move {
-            let mut response = router.oneshot(request).await?;
+            let mut response = routed.await?;
             // axum adds `Allow` to whatever answers a wrong method, so a POST with a body over
             // the limit got `413` with `allow:`; the header belongs to `405` only.
             if response.status() != http::StatusCode::METHOD_NOT_ALLOWED {
