@@ -27,7 +27,7 @@ use tracing::{Level, Span};
 use crate::faults::InjectedError;
 use crate::metrics::{UNMATCHED, route_label};
 use crate::shutdown::Draining;
-use crate::telemetry::{self, RequestFields, RequestLine};
+use crate::telemetry::{self, RequestFields, RequestLine, Text};
 
 /// The log target of the one-line-per-request log, so it can be filtered on its own
 /// (`APP__LOG__LEVEL=info,backend::http=warn` keeps only failed requests): the crate's name,
@@ -86,10 +86,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let id = request_id(&mut request);
+        let (id, generated) = request_id(&mut request);
         let start = Instant::now();
         let mut scope = match self.fields {
-            Fields::Lines => Scope::Lines(request_fields(&request, &id)),
+            Fields::Lines => Scope::Lines(request_fields(&request, &id, generated)),
             fields => {
                 let traced = fields == Fields::TracedSpan;
                 let span = request_span(&request, &id, traced);
@@ -167,13 +167,14 @@ const REQUEST_ID_MAX_LEN: usize = 128;
 /// visible ASCII characters (`!` to `~`), else a generated UUID v4, which replaces it in the
 /// request. The id is echoed on the response and written in the log line: a 15 kB one, an empty
 /// one, or one with non-ASCII bytes (logged as `""`) or control characters correlates nothing.
-fn request_id<B>(request: &mut Request<B>) -> HeaderValue {
+/// `true` with a generated id.
+fn request_id<B>(request: &mut Request<B>) -> (HeaderValue, bool) {
     let mut ids = request.headers().get_all(&REQUEST_ID).iter();
     if let (Some(id), None) = (ids.next(), ids.next()) {
         let bytes = id.as_bytes();
         if (1..=REQUEST_ID_MAX_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic)
         {
-            return id.clone();
+            return (id.clone(), false);
         }
     }
     let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
@@ -184,18 +185,25 @@ fn request_id<B>(request: &mut Request<B>) -> HeaderValue {
         .expect("a UUID is a valid header value");
     // `insert` replaces every value the client sent.
     request.headers_mut().insert(REQUEST_ID, id.clone());
-    id
+    (id, true)
 }
 
 /// The fields a request's span would hold, in the same order, for the JSON lines alone.
-fn request_fields<B>(request: &Request<B>, id: &HeaderValue) -> RequestFields {
-    let mut fields = RequestFields::new();
-    fields.token("method", request.method().as_str());
-    fields.str("route", route_label(request));
-    fields.str("path", request.uri().path());
-    // Visible ASCII, as `request_id` made sure.
-    fields.str("request_id", id.to_str().unwrap_or_default());
-    fields
+fn request_fields<B>(request: &Request<B>, id: &HeaderValue, generated: bool) -> RequestFields {
+    // Visible ASCII, as `request_id` made sure. A client's may hold a quote or a backslash,
+    // escaped in the line; a generated one (a UUID) holds neither.
+    let id = id.to_str().unwrap_or_default();
+    let id = if generated {
+        Text::Token(id)
+    } else {
+        Text::Str(id)
+    };
+    RequestFields::of(&[
+        ("method", Text::Token(request.method().as_str())),
+        ("route", Text::Str(route_label(request))),
+        ("path", Text::Str(request.uri().path())),
+        ("request_id", id),
+    ])
 }
 
 /// The span of one request, which its log line reports. With traces on, it also continues the

@@ -30,7 +30,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::settings::{LogFormat, Settings, TracingSettings};
 use json::{JsonLines, record_on_lines};
-pub use json::{RequestFields, RequestLine, latency_ms, record, request_line, request_line_in};
+pub use json::{
+    RequestFields, RequestLine, Text, latency_ms, record, request_line, request_line_in,
+};
 use sink::LogSink;
 
 /// One export must not outlive the shutdown budget by much: a collector that is down delays

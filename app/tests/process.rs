@@ -492,7 +492,7 @@ async fn a_duration_above_its_bound_is_refused_at_start_and_the_bound_itself_sta
 }
 
 /// The client's `x-request-id` is echoed and logged only when it is one value of 1 to 128 visible
-/// ASCII characters; anything else (huge, empty, non-ASCII, with a control character or a space,
+/// ASCII characters (a quote or a backslash is escaped in the line); anything else (huge, empty, non-ASCII, with a control character or a space,
 /// or sent twice) is replaced by a generated one, on the response and the log line alike.
 #[tokio::test]
 async fn an_unusable_client_request_id_is_replaced_by_a_generated_one() {
@@ -510,8 +510,10 @@ async fn an_unusable_client_request_id_is_replaced_by_a_generated_one() {
         &[b"first", b"second"],
     ];
     let longest = "k".repeat(128);
-    let kept: [&[&[u8]]; 3] = [
+    // A quote and a backslash are visible ASCII too: kept, and escaped in the JSON line.
+    let kept: [&[&[u8]]; 4] = [
         &[b"abc-123"],
+        &[br#"say"hi\now"#],
         &[b"0f8fad5b-d9cb-469f-a165-70867728950e"],
         &[longest.as_bytes()],
     ];
